@@ -1,0 +1,38 @@
+"""Command line: `python -m ptqlib run params/default.yaml [--stages train,shadows]`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import STAGES, ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ptqlib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="validate a preset and run its stage notebooks")
+    run_p.add_argument("preset", help="YAML preset, e.g. params/default.yaml")
+    run_p.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)}")
+    run_p.add_argument("--no-progress", action="store_true", help="hide Papermill's cell progress bar")
+    check_p = sub.add_parser("check", help="validate a preset and exit")
+    check_p.add_argument("preset")
+    args = parser.parse_args(argv)
+
+    from . import runner
+    from .config import load_preset
+
+    try:
+        if args.command == "check":
+            cfg = load_preset(args.preset)
+            print(f"{args.preset}: ok ({len(cfg.recipes())} quantization recipes)")
+            return 0
+        stages = runner.parse_stages(args.stages)
+        load_preset(args.preset)  # fail fast, before importing the heavy machinery
+        return runner.run(args.preset, stages, progress_bar=not args.no_progress)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Tables and figures of the study, each recomputable from the stored attack results."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .lira import ATTACK_LABELS
+from .metrics import LOW_FPRS, too_few_nonmembers
+
+METRICS = ["test_acc", "tpr@0.001", "tpr@0.01", "auc", "balanced_acc"]
+RECIPE_KEYS = ["label", "method", "bits", "last_layer_bits"]
+
+
+def _recipe_order(df: pd.DataFrame) -> pd.DataFrame:
+    """FP32 first, then by method, descending bits, plain before decoupled."""
+    key = df.assign(_fp=df["method"] != "fp32", _last=df["last_layer_bits"].fillna(0))
+    return key.sort_values(["_fp", "method", "bits", "_last"], ascending=[True, True, False, True]).drop(
+        columns=["_fp", "_last"])
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over targets of every metric, per (recipe, attack), with n non-members."""
+    g = df.groupby(RECIPE_KEYS + ["attack"], dropna=False)
+    mean = g[METRICS].mean()
+    std = g[METRICS].std(ddof=1).fillna(0.0)
+    out = mean.join(std, rsuffix="_std")
+    out["targets"] = g.size()
+    out["n_nonmembers"] = g["n_nonmembers"].min()
+    return _recipe_order(out.reset_index())
+
+
+def formatted(summary_df: pd.DataFrame, attack: str | None = None) -> pd.DataFrame:
+    """Human-readable 'mean ± std' table, percentages, a warning mark on thin low-FPR figures."""
+    rows = summary_df if attack is None else summary_df[summary_df["attack"] == attack]
+    table = pd.DataFrame({
+        "recipe": rows["label"],
+        "last layer": rows["last_layer_bits"].map(lambda b: "same" if pd.isna(b) else f"{b:g}-bit"),
+        "attack": rows["attack"].map(ATTACK_LABELS),
+    })
+    for col, name in [("test_acc", "test acc %"), ("tpr@0.001", "TPR@0.1%FPR %"),
+                      ("tpr@0.01", "TPR@1%FPR %"), ("auc", "AUC %")]:
+        cells = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(rows[col], rows[col + "_std"])]
+        if col.startswith("tpr@"):
+            fpr = float(col.split("@")[1])
+            cells = [c + (" ⚠" if too_few_nonmembers(n, fpr) else "") for c, n in zip(cells, rows["n_nonmembers"])]
+        table[name] = cells
+    table["targets"] = rows["targets"].values
+    return table.reset_index(drop=True)
+
+
+def resolution_warnings(df: pd.DataFrame) -> list[str]:
+    """One sentence per low FPR whose TPR rests on fewer than 10 expected false positives."""
+    n = int(df["n_nonmembers"].min())
+    out = []
+    for fpr in LOW_FPRS:
+        if too_few_nonmembers(n, fpr):
+            out.append(f"⚠ TPR at {100 * fpr:g}% FPR rests on {n} non-members per target: n × FPR = "
+                       f"{n * fpr:.2f} false positives (< 10). Read these figures as indicative only; "
+                       f"pool targets or use a larger dataset for a reliable value.")
+    return out
+
+
+def headline(summary_df: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """The README's table: one row per recipe for one attack."""
+    return formatted(summary_df, attack).drop(columns=["attack"])
+
+
+def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.DataFrame | None = None,
+                         ax=None):
+    """The paper's Fig. 1: test accuracy (x) vs TPR@0.1%FPR (y, log), one marker per recipe."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    rows = summary_df[summary_df["attack"] == attack].copy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.6))
+    positive = rows.loc[rows["tpr@0.001"] > 0, "tpr@0.001"]
+    floor = 0.5 * (positive.min() if len(positive) else 1e-3)  # where a zero TPR is drawn on the log axis
+    methods = [m for m in rows["method"].unique() if m != "fp32"]
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    markers = {8: "o", 4: "s", 3: "P", 2: "D", 1.58: "v", 5: "h", 6: "p", 7: "X"}
+    for _, r in rows.iterrows():
+        y = max(r["tpr@0.001"], floor)
+        if r["method"] == "fp32":
+            ax.errorbar(100 * r["test_acc"], 100 * y, yerr=100 * r["tpr@0.001_std"], fmt="*", ms=16,
+                        color="black", label="FP32", zorder=5, capsize=3)
+            ax.axhline(100 * y, color="black", lw=0.8, ls=":")
+            continue
+        decoupled = not pd.isna(r["last_layer_bits"])
+        ax.errorbar(100 * r["test_acc"], 100 * y, xerr=100 * r["test_acc_std"], yerr=100 * r["tpr@0.001_std"],
+                    fmt=markers.get(r["bits"], "o"), ms=8, capsize=3, color=palette[r["method"]],
+                    mfc="white" if decoupled else palette[r["method"]], label=r["label"])
+    if reference is not None and len(reference):
+        ax.scatter(reference["test_acc_pct"], 100 * reference["tpr_at_0.1pct_fpr"], marker="x",
+                   color="grey", label="paper (reference)")
+    ax.set_yscale("log")
+    ax.set_xlabel("test accuracy (%)")
+    ax.set_ylabel("TPR at 0.1% FPR (%), log scale")
+    ax.set_title(f"Privacy vs. utility ({ATTACK_LABELS[attack]}); open markers: 8-bit last layer")
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.grid(True, which="both", alpha=0.3)
+    return ax
+
+
+def mean_roc(curves: dict, label: str, attack: str, grid: np.ndarray) -> np.ndarray:
+    """Mean TPR over targets at each FPR of `grid` (step interpolation, as the ROC is a step curve)."""
+    tprs = []
+    for (lab, att, _), (fpr, tpr) in curves.items():
+        if lab == label and att == attack:
+            idx = np.searchsorted(fpr, grid, side="right") - 1
+            tprs.append(tpr[np.clip(idx, 0, len(tpr) - 1)])
+    return np.mean(tprs, axis=0)
+
+
+def roc_plot(curves: dict, labels: list[str], attack: str, ax=None):
+    """Log-log ROC curves (mean over targets) with the chance line."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 4.6))
+    grid = np.logspace(-4, 0, 400)
+    for label in labels:
+        ax.plot(grid, mean_roc(curves, label, attack, grid), label=label,
+                lw=2.2 if label == "fp32" else 1.3, color="black" if label == "fp32" else None)
+    ax.plot(grid, grid, ls="--", color="grey", lw=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(1e-3 / 2, 1)
+    ax.set_ylim(1e-3 / 2, 1)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(ATTACK_LABELS[attack])
+    ax.legend(fontsize=7)
+    ax.grid(True, which="both", alpha=0.3)
+    return ax

@@ -1,0 +1,145 @@
+"""Datasets as whole uint8 tensors, membership masks, and batch-level augmentation.
+
+Every dataset is held as `ImageData`: uint8 images (N, C, H, W) and int64 labels for the
+training pool (whose examples are members or non-members) and the test split (used only for
+accuracy). Normalisation and augmentation work on whole batches as tensor operations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ImageData:
+    name: str
+    x_train: torch.Tensor  # uint8 (N, C, H, W): the membership pool
+    y_train: torch.Tensor  # int64 (N,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    mean: torch.Tensor  # float32 (C,), on the 0..1 scale
+    std: torch.Tensor
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.x_train.shape[1:])
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float32, standardised per channel."""
+        x = x_uint8.float().div_(255.0)
+        return (x - self.mean.view(1, -1, 1, 1).to(x.device)) / self.std.view(1, -1, 1, 1).to(x.device)
+
+
+def channel_stats(x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x_uint8.float() / 255.0
+    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+
+
+def load_digits_data(test_fraction: float = 0.25, split_seed: int = 0) -> ImageData:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), split stratified.
+
+    The split uses a fixed seed independent of the study's seed, so every preset on digits
+    shares one membership pool and one test set.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
+    labels = digits.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                           random_state=split_seed, stratify=labels)
+    x_train = torch.from_numpy(images[idx_train])
+    mean, std = channel_stats(x_train)
+    return ImageData("digits", x_train, torch.from_numpy(labels[idx_train]),
+                     torch.from_numpy(images[idx_test]), torch.from_numpy(labels[idx_test]),
+                     10, mean, std)
+
+
+def load_dataset(cfg) -> ImageData:
+    """The dataset a config names (digits ships with scikit-learn; others read `data_root`)."""
+    if cfg.dataset == "digits":
+        return load_digits_data(cfg.test_fraction)
+    from . import datasets_disk  # real on-disk layouts (CIFAR, TinyImageNet, ImageFolder)
+
+    return datasets_disk.load(cfg)
+
+
+# ---------------------------------------------------------------- membership masks
+
+def target_mask(seed: int, index: int, n: int) -> np.ndarray:
+    """Members of target `index`: a uniformly random half of the pool (exactly n // 2)."""
+    rng = np.random.default_rng([seed, 1, index])
+    keep = np.zeros(n, dtype=bool)
+    keep[rng.permutation(n)[: n // 2]] = True
+    return keep
+
+
+def balanced_masks(seed: int, num_models: int, n: int) -> np.ndarray:
+    """(M, N) shadow membership: every example IN for exactly M/2 models.
+
+    Draw U ~ uniform(M, N) from the seed, rank models per example, keep rank < M/2. The
+    result depends only on (seed, M, N), so independently launched jobs agree on it.
+    """
+    if num_models % 2:
+        raise ValueError(f"num_models must be even for balanced masks, got {num_models}")
+    rng = np.random.default_rng([seed, 2, num_models, n])
+    u = rng.random((num_models, n))
+    rank = u.argsort(axis=0).argsort(axis=0)
+    return rank < num_models // 2
+
+
+# ---------------------------------------------------------------- augmentation
+
+def shift_batch(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int, mode: str) -> torch.Tensor:
+    """Translate each image of a batch by its own (dx, dy) within +-pad pixels.
+
+    Pads once, then gathers every image's crop with one indexing operation.
+    """
+    n, c, h, w = x.shape
+    xp = torch.nn.functional.pad(x.float() if mode == "reflect" else x, (pad, pad, pad, pad), mode=mode)
+    rows = (torch.arange(h, device=x.device).view(1, h) + pad + dy.view(n, 1)).view(n, 1, h, 1)
+    cols = (torch.arange(w, device=x.device).view(1, w) + pad + dx.view(n, 1)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return xp[batch, chan, rows, cols].to(x.dtype)
+
+
+def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training augmentation applied to a whole batch (float or uint8 images)."""
+    if kind == "none":
+        return x
+    n = x.shape[0]
+    pad = 4 if kind == "crop_flip" else 1
+    dx = torch.randint(-pad, pad + 1, (n,), generator=generator).to(x.device)
+    dy = torch.randint(-pad, pad + 1, (n,), generator=generator).to(x.device)
+    out = shift_batch(x, dx, dy, pad, mode="constant")
+    if kind == "crop_flip":
+        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+        out = torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
+    return out
+
+
+def query_views(x: torch.Tensor, mode: str, shift: int = 1) -> list[torch.Tensor]:
+    """Deterministic query views of a batch: every model sees exactly the same views.
+
+    identity: [x]; shift: every translation within +-shift (reflect padding), identity first;
+    mirror_shift: the same for x and its mirror image (2 * (2s+1)^2 views, the original LiRA).
+    """
+    if mode == "identity":
+        return [x]
+    bases = [x] if mode == "shift" else [x, x.flip(-1)]
+    offsets = [(0, 0)] + [(dx, dy) for dy in range(-shift, shift + 1)
+                          for dx in range(-shift, shift + 1) if (dx, dy) != (0, 0)]
+    n = x.shape[0]
+    views = []
+    for base in bases:
+        for dx, dy in offsets:
+            if (dx, dy) == (0, 0):
+                views.append(base)
+                continue
+            views.append(shift_batch(base, torch.full((n,), dx), torch.full((n,), dy), shift, "reflect"))
+    return views

@@ -1,0 +1,74 @@
+"""Training and evaluation of one model on tensors held in memory.
+
+The recipe is the paper's: SGD with momentum and weight decay, cosine annealing over all
+steps, cross-entropy. Batches are drawn from a seeded generator, so on the CPU a run is
+bit-for-bit reproducible.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .data import ImageData, augment_batch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def set_threads(threads: int) -> None:
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batch_size: int,
+                lr: float, momentum: float, weight_decay: float, augment: str, seed: int,
+                device: torch.device, progress: bool = False, desc: str = "train") -> dict:
+    """Train `model` in place on the training-pool examples selected by the bool mask `members`."""
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.from_numpy(members).nonzero().squeeze(1)
+    x = data.normalize(data.x_train[idx]).to(device)
+    y = data.y_train[idx].to(device)
+    n = len(idx)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    loss_fn = nn.CrossEntropyLoss()
+    use_amp = device.type == "cuda"
+    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+        order = torch.randperm(n, generator=gen).to(device)
+        for s in range(steps_per_epoch):
+            b = order[s * batch_size:(s + 1) * batch_size]
+            xb = augment_batch(x[b], augment, gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = loss_fn(model(xb), y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    return {"train_examples": n, "final_loss": float(loss.detach())}
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Logits for already-normalised inputs, in eval mode (BatchNorm uses running stats)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    return torch.cat([model(x[i:i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)])
+
+
+def accuracy(model: nn.Module, data: ImageData, split: str = "test", mask=None) -> float:
+    x, y = (data.x_test, data.y_test) if split == "test" else (data.x_train, data.y_train)
+    if mask is not None:
+        sel = torch.from_numpy(mask)
+        x, y = x[sel], y[sel]
+    logits = predict_logits(model, data.normalize(x))
+    return float((logits.argmax(1) == y).float().mean())
