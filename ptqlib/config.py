@@ -21,6 +21,8 @@ METHODS = ("rtn", "adaround", "brecq", "obc", "gptq")
 ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global")
 QUERY_MODES = ("identity", "shift", "mirror_shift")
 AUGMENTATIONS = ("none", "shift", "crop_flip")
+THREAT_MODELS = ("fp_shadows", "matched_shadows", "leave_one_out")
+CALIB_SOURCES = ("members", "holdout")
 STAGES = ("train", "shadows", "quantize", "attack", "analysis")
 
 
@@ -39,6 +41,10 @@ class StudyConfig:
     data_root: str = "data"
     test_fraction: float = 0.25  # digits only: share of the 1,797 images held out as test set
     arch: str = "digits_cnn"
+    download: bool = False  # let torchvision fetch CIFAR when a network exists (never by default)
+    image_size: int = 0  # imagefolder: resize to this square size (0 = keep the files' size)
+    train_subset: int = 0  # use only the first n examples of the training pool (0 = all)
+    test_subset: int = 0  # use only the first n test examples (0 = all)
     # membership game
     seed: int = 0
     num_targets: int = 8
@@ -59,10 +65,24 @@ class StudyConfig:
     symmetric: bool = False
     clip_norm: float = 2.4
     calib_samples: int = 1024
+    calib_source: str = "members"  # members (the paper) | holdout (test split, disjoint from the pool)
+    bn_reestimate: bool = False  # re-estimate BatchNorm statistics after quantization (recorded)
+    adaround_iters: int = 20000
+    adaround_lambda: float = 0.01  # the paper's code used 0.001
+    adaround_batch: int = 32
+    adaround_lr: float = 0.001
+    adaround_warmup: float = 0.2
+    adaround_beta_start: float = 20.0
+    adaround_beta_end: float = 2.0
+    brecq_loss: str = "mse"  # mse | fisher
+    obc_damp: float = 0.01  # relative dampening of the Hessian diagonal (OBC and GPTQ)
+    gptq_block: int = 128
     # attack
     queries: str = "identity"
     query_shift: int = 1
     attacks: tuple = ATTACKS
+    threat_models: tuple = ("fp_shadows",)
+    bootstrap: int = 1000  # resamples for the 95% intervals over targets
     # compute
     device: str = "auto"
     threads: int = 0
@@ -179,6 +199,10 @@ def validate(raw: dict) -> StudyConfig:
         _choice("methods", m, METHODS)
     for a in v["attacks"]:
         _choice("attacks", a, ATTACKS)
+    for t in v["threat_models"]:
+        _choice("threat_models", t, THREAT_MODELS)
+    _choice("calib_source", v["calib_source"], CALIB_SOURCES)
+    _choice("brecq_loss", v["brecq_loss"], ("mse", "fisher"))
     for b in v["bits"]:
         if not _bits_ok(b):
             _fail("bits", f"{b!r} is not a valid bit-width; use any of {list(VALID_BITS)}")
@@ -198,10 +222,17 @@ def validate(raw: dict) -> StudyConfig:
                              "is IN for exactly half of the shadows (with >= 2 IN and 2 OUT scores)")
     if not 0.0 < v["test_fraction"] < 1.0:
         _fail("test_fraction", f"{v['test_fraction']} must lie strictly between 0 and 1")
-    for key in ("epochs", "batch_size", "calib_samples"):
+    for key in ("epochs", "batch_size", "calib_samples", "adaround_batch", "gptq_block"):
         if v[key] < 1:
             _fail(key, f"{v[key]} must be at least 1")
-    for key in ("lr", "clip_norm"):
+    for key in ("adaround_iters", "bootstrap", "image_size", "train_subset", "test_subset"):
+        if v[key] < 0:
+            _fail(key, f"{v[key]} must be >= 0")
+    if not 0 <= v["adaround_warmup"] < 1:
+        _fail("adaround_warmup", f"{v['adaround_warmup']} must lie in [0, 1)")
+    if v["obc_damp"] < 0:
+        _fail("obc_damp", f"{v['obc_damp']} must be >= 0")
+    for key in ("lr", "clip_norm", "adaround_lambda", "adaround_lr", "adaround_beta_start", "adaround_beta_end"):
         if v[key] <= 0:
             _fail(key, f"{v[key]} must be positive")
     if not 0 <= v["momentum"] < 1:

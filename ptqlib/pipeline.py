@@ -83,12 +83,30 @@ def membership(cfg: StudyConfig, job: Job, n: int) -> np.ndarray:
     return balanced_masks(cfg.seed, p["num_models"], n)[p["index"]]
 
 
+def method_options(cfg: StudyConfig, method: str) -> dict:
+    """The options that affect a method's result (and only those, so job keys stay stable)."""
+    opts = {"symmetric": cfg.symmetric, "clip_norm": cfg.clip_norm}
+    if method in ("adaround", "brecq"):
+        opts.update({k: getattr(cfg, k) for k in (
+            "adaround_iters", "adaround_lambda", "adaround_batch", "adaround_lr", "adaround_warmup",
+            "adaround_beta_start", "adaround_beta_end")})
+    if method == "brecq":
+        opts["brecq_loss"] = cfg.brecq_loss
+    if method in ("obc", "gptq"):
+        opts["obc_damp"] = cfg.obc_damp
+    if method == "gptq":
+        opts["gptq_block"] = cfg.gptq_block
+    return opts
+
+
 def quantize_job(cfg: StudyConfig, target: Job, recipe: dict) -> Job:
-    options = {"symmetric": cfg.symmetric, "clip_norm": cfg.clip_norm,
-               "first_layer_bits": cfg.first_layer_bits, "layer_bits": cfg.layer_bits}
+    params = {**recipe, **method_options(cfg, recipe["method"]),
+              "first_layer_bits": cfg.first_layer_bits, "layer_bits": cfg.layer_bits}
     if recipe["method"] != "rtn":  # RTN needs no calibration data
-        options["calib_samples"] = cfg.calib_samples
-    return Job("quantize", {**recipe, **options}, (target.key,))
+        params.update(calib_samples=cfg.calib_samples, calib_source=cfg.calib_source)
+    if cfg.bn_reestimate:
+        params["bn_reestimate"] = True
+    return Job("quantize", params, (target.key,))
 
 
 def quantize_jobs(cfg: StudyConfig) -> list[tuple[int, dict, Job]]:
@@ -163,11 +181,18 @@ def run_train_shadows(cfg: StudyConfig, store: Store) -> pd.DataFrame:
 # ---------------------------------------------------------------- stage: quantize
 
 def calibration_set(cfg: StudyConfig, data: ImageData, members: np.ndarray, seed: int) -> torch.Tensor:
-    """`calib_samples` of the target's members (with the training augmentation), normalised."""
+    """`calib_samples` images, normalised, with the training augmentation.
+
+    From the target's members (the paper's choice) or, with calib_source: holdout, from the
+    test split, which is disjoint from the membership pool. The same set for every method.
+    """
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.from_numpy(members).nonzero().squeeze(1)
-    pick = idx[torch.randperm(len(idx), generator=gen)[: cfg.calib_samples]]
-    return augment_batch(data.normalize(data.x_train[pick]), cfg.augment, gen)
+    if cfg.calib_source == "members":
+        pool = data.x_train[torch.from_numpy(members)]
+    else:
+        pool = data.x_test
+    pick = torch.randperm(len(pool), generator=gen)[: cfg.calib_samples]
+    return augment_batch(data.normalize(pool[pick]), cfg.augment, gen)
 
 
 def _quantize_one(cfg, store, data, target: Job, recipe: dict, job: Job):
@@ -181,7 +206,7 @@ def _quantize_one(cfg, store, data, target: Job, recipe: dict, job: Job):
             keep = np.load(store.path(target) / "keep.npy")
             calib = calibration_set(cfg, data, keep, model_seed(cfg, "target", target.params["index"]))
         qmodel, qweights = quantize_model(model, recipe["method"], plan, calib,
-                                          symmetric=cfg.symmetric, clip_norm=cfg.clip_norm)
+                                          **method_options(cfg, recipe["method"]))
         _save_model(qmodel, out)
         torch.save({n: {"codes": q.codes.to(torch.uint8 if q.grid.levels <= 256 else torch.int32),
                         "scale": q.grid.scale, "zero": q.grid.zero, "levels": q.grid.levels}
