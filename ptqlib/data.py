@@ -33,9 +33,23 @@ class ImageData:
         return (x - self.mean.view(1, -1, 1, 1).to(x.device)) / self.std.view(1, -1, 1, 1).to(x.device)
 
 
-def channel_stats(x_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = x_uint8.float() / 255.0
-    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+def channel_stats(x_uint8: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (unbiased) on the 0..1 scale.
+
+    Sums are accumulated in float64 over chunks of images, so a whole TinyImageNet pool never
+    needs a float copy (which would take 5 GB).
+    """
+    c = x_uint8.shape[1]
+    total = torch.zeros(c, dtype=torch.float64)
+    total_sq = torch.zeros(c, dtype=torch.float64)
+    for i in range(0, len(x_uint8), chunk):
+        x = x_uint8[i:i + chunk].double()
+        total += x.sum(dim=(0, 2, 3))
+        total_sq += x.square().sum(dim=(0, 2, 3))
+    n = x_uint8.numel() // c
+    mean = total / n
+    var = (total_sq - n * mean.square()) / max(n - 1, 1)
+    return (mean / 255.0).float(), (var.clamp_min(0).sqrt() / 255.0).float().clamp_min(1e-3)
 
 
 def load_digits_data(test_fraction: float = 0.25, split_seed: int = 0) -> ImageData:
