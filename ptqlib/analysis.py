@@ -9,6 +9,8 @@ from .metrics import LOW_FPRS, too_few_nonmembers
 
 METRICS = ["test_acc", "tpr@0.001", "tpr@0.01", "auc", "balanced_acc"]
 RECIPE_KEYS = ["label", "method", "bits", "last_layer_bits"]
+THREAT_LABELS = {"fp_shadows": "FP shadows (paper)", "matched_shadows": "matched shadows (adaptive)",
+                 "leave_one_out": "leave-one-out"}
 
 
 def _recipe_order(df: pd.DataFrame) -> pd.DataFrame:
@@ -19,20 +21,26 @@ def _recipe_order(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over targets of every metric, per (recipe, attack), with n non-members."""
-    g = df.groupby(RECIPE_KEYS + ["attack"], dropna=False)
+    """Mean and std over targets of every metric, per (threat model, recipe, attack), with n non-members."""
+    g = df.groupby(["threat_model"] + RECIPE_KEYS + ["attack"], dropna=False)
     mean = g[METRICS].mean()
     std = g[METRICS].std(ddof=1).fillna(0.0)
     out = mean.join(std, rsuffix="_std")
     out["targets"] = g.size()
     out["n_nonmembers"] = g["n_nonmembers"].min()
-    return _recipe_order(out.reset_index())
+    out = _recipe_order(out.reset_index())
+    order = {t: k for k, t in enumerate(THREAT_LABELS)}
+    return out.sort_values("threat_model", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
 
 
-def formatted(summary_df: pd.DataFrame, attack: str | None = None) -> pd.DataFrame:
+def formatted(summary_df: pd.DataFrame, attack: str | None = None,
+              threat_model: str | None = "fp_shadows") -> pd.DataFrame:
     """Human-readable 'mean ± std' table, percentages, a warning mark on thin low-FPR figures."""
     rows = summary_df if attack is None else summary_df[summary_df["attack"] == attack]
+    if threat_model is not None:
+        rows = rows[rows["threat_model"] == threat_model]
     table = pd.DataFrame({
+        "threat model": rows["threat_model"].map(THREAT_LABELS),
         "recipe": rows["label"],
         "last layer": rows["last_layer_bits"].map(lambda b: "same" if pd.isna(b) else f"{b:g}-bit"),
         "attack": rows["attack"].map(ATTACK_LABELS),
@@ -61,8 +69,18 @@ def resolution_warnings(df: pd.DataFrame) -> list[str]:
 
 
 def headline(summary_df: pd.DataFrame, attack: str) -> pd.DataFrame:
-    """The README's table: one row per recipe for one attack."""
-    return formatted(summary_df, attack).drop(columns=["attack"])
+    """The README's table: one row per recipe for one attack, the paper's threat model."""
+    return formatted(summary_df, attack, "fp_shadows").drop(columns=["attack", "threat model"])
+
+
+def threat_model_table(summary_df: pd.DataFrame, attack: str, metric: str = "tpr@0.01") -> pd.DataFrame:
+    """One row per recipe, one column per threat model: 'mean ± std' of `metric` in %."""
+    rows = summary_df[summary_df["attack"] == attack]
+    cells = rows.assign(cell=[f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(rows[metric], rows[metric + "_std"])])
+    table = cells.pivot_table(index="label", columns="threat_model", values="cell", aggfunc="first", sort=False)
+    table = table[[t for t in THREAT_LABELS if t in table.columns]].rename(columns=THREAT_LABELS)
+    table.columns.name = f"{metric} (%), {ATTACK_LABELS[attack]}"
+    return table
 
 
 def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.DataFrame | None = None,
@@ -71,7 +89,7 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    rows = summary_df[summary_df["attack"] == attack].copy()
+    rows = summary_df[(summary_df["attack"] == attack) & (summary_df["threat_model"] == "fp_shadows")].copy()
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.6))
     positive = rows.loc[rows["tpr@0.001"] > 0, "tpr@0.001"]
@@ -102,17 +120,25 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
     return ax
 
 
-def mean_roc(curves: dict, label: str, attack: str, grid: np.ndarray) -> np.ndarray:
-    """Mean TPR over targets at each FPR of `grid` (step interpolation, as the ROC is a step curve)."""
+def _select(df: pd.DataFrame, threat_model: str, label: str, attack: str) -> np.ndarray:
+    return np.flatnonzero(((df["threat_model"] == threat_model) & (df["label"] == label)
+                           & (df["attack"] == attack)).to_numpy())
+
+
+def mean_roc(df: pd.DataFrame, arrays: dict, threat_model: str, label: str, attack: str,
+             grid: np.ndarray) -> np.ndarray:
+    """Mean TPR over targets at each FPR of `grid` (ROCs are step curves: take the last point <= x)."""
+    from .metrics import roc
+
     tprs = []
-    for (lab, att, _), (fpr, tpr) in curves.items():
-        if lab == label and att == attack:
-            idx = np.searchsorted(fpr, grid, side="right") - 1
-            tprs.append(tpr[np.clip(idx, 0, len(tpr) - 1)])
+    for row in _select(df, threat_model, label, attack):
+        fpr, tpr = roc(arrays["scores"][row], arrays["members"][row])
+        tprs.append(tpr[np.searchsorted(fpr, grid, side="right") - 1])
     return np.mean(tprs, axis=0)
 
 
-def roc_plot(curves: dict, labels: list[str], attack: str, ax=None):
+def roc_plot(df: pd.DataFrame, arrays: dict, labels: list[str], attack: str,
+             threat_model: str = "fp_shadows", ax=None):
     """Log-log ROC curves (mean over targets) with the chance line."""
     import matplotlib.pyplot as plt
 
@@ -120,16 +146,17 @@ def roc_plot(curves: dict, labels: list[str], attack: str, ax=None):
         _, ax = plt.subplots(figsize=(5.2, 4.6))
     grid = np.logspace(-4, 0, 400)
     for label in labels:
-        ax.plot(grid, mean_roc(curves, label, attack, grid), label=label,
+        ax.plot(grid, mean_roc(df, arrays, threat_model, label, attack, grid), label=label,
                 lw=2.2 if label == "fp32" else 1.3, color="black" if label == "fp32" else None)
     ax.plot(grid, grid, ls="--", color="grey", lw=1, label="chance")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlim(1e-3 / 2, 1)
-    ax.set_ylim(1e-3 / 2, 1)
+    n = int(df["n_nonmembers"].min())
+    ax.set_xlim(0.5 / n, 1)
+    ax.set_ylim(0.5 / n, 1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title(ATTACK_LABELS[attack])
+    ax.set_title(f"{ATTACK_LABELS[attack]} — {THREAT_LABELS[threat_model]}", fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     return ax

@@ -19,7 +19,8 @@ DATASETS = ("digits", "cifar10", "cifar100", "tinyimagenet", "imagefolder")
 ARCHS = ("digits_cnn", "resnet18", "resnet50", "densenet121")
 METHODS = ("rtn", "adaround", "brecq", "obc", "gptq")
 ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global")
-QUERY_MODES = ("identity", "shift", "mirror_shift")
+QUERY_MODES = ("identity", "shift", "mirror_shift", "random")
+EXECUTORS = ("serial", "process", "ray")
 AUGMENTATIONS = ("none", "shift", "crop_flip")
 THREAT_MODELS = ("fp_shadows", "matched_shadows", "leave_one_out")
 CALIB_SOURCES = ("members", "holdout")
@@ -80,12 +81,18 @@ class StudyConfig:
     # attack
     queries: str = "identity"
     query_shift: int = 1
+    query_count: int = 2  # queries: random — number of augmented views
     attacks: tuple = ATTACKS
     threat_models: tuple = ("fp_shadows",)
     bootstrap: int = 1000  # resamples for the 95% intervals over targets
     # compute
     device: str = "auto"
-    threads: int = 0
+    threads: int = 0  # torch threads in the main process (serial executor); 0 = torch's default
+    executor: str = "serial"  # serial | process | ray
+    workers: int = 2  # process/ray: concurrent jobs
+    worker_threads: int = 1  # process/ray: torch threads per job
+    gpus_per_job: float = 0.0  # ray: fractional GPUs per job (several small models share a card)
+    ray_address: str = ""  # ray: empty = a local Ray started on demand; else join that cluster
 
     # ---- derived values (never set in a preset) ----
     @property
@@ -195,6 +202,7 @@ def validate(raw: dict) -> StudyConfig:
     _choice("augment", v["augment"], AUGMENTATIONS)
     _choice("queries", v["queries"], QUERY_MODES)
     _choice("device", v["device"], ("auto", "cpu", "cuda"))
+    _choice("executor", v["executor"], EXECUTORS)
     for m in v["methods"]:
         _choice("methods", m, METHODS)
     for a in v["attacks"]:
@@ -222,7 +230,8 @@ def validate(raw: dict) -> StudyConfig:
                              "is IN for exactly half of the shadows (with >= 2 IN and 2 OUT scores)")
     if not 0.0 < v["test_fraction"] < 1.0:
         _fail("test_fraction", f"{v['test_fraction']} must lie strictly between 0 and 1")
-    for key in ("epochs", "batch_size", "calib_samples", "adaround_batch", "gptq_block"):
+    for key in ("epochs", "batch_size", "calib_samples", "adaround_batch", "gptq_block", "query_count",
+                "workers", "worker_threads"):
         if v[key] < 1:
             _fail(key, f"{v[key]} must be at least 1")
     for key in ("adaround_iters", "bootstrap", "image_size", "train_subset", "test_subset"):
@@ -230,6 +239,8 @@ def validate(raw: dict) -> StudyConfig:
             _fail(key, f"{v[key]} must be >= 0")
     if not 0 <= v["adaround_warmup"] < 1:
         _fail("adaround_warmup", f"{v['adaround_warmup']} must lie in [0, 1)")
+    if v["gpus_per_job"] < 0:
+        _fail("gpus_per_job", f"{v['gpus_per_job']} must be >= 0")
     if v["obc_damp"] < 0:
         _fail("obc_damp", f"{v['obc_damp']} must be >= 0")
     for key in ("lr", "clip_norm", "adaround_lambda", "adaround_lr", "adaround_beta_start", "adaround_beta_end"):

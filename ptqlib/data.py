@@ -137,14 +137,20 @@ def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator | None 
     return out
 
 
-def query_views(x: torch.Tensor, mode: str, shift: int = 1) -> list[torch.Tensor]:
+def query_views(x: torch.Tensor, mode: str, shift: int = 1, count: int = 2, augment: str = "shift",
+                seed: int = 0) -> list[torch.Tensor]:
     """Deterministic query views of a batch: every model sees exactly the same views.
 
     identity: [x]; shift: every translation within +-shift (reflect padding), identity first;
-    mirror_shift: the same for x and its mirror image (2 * (2s+1)^2 views, the original LiRA).
+    mirror_shift: the same for x and its mirror image (2 * (2s+1)^2 views, the original LiRA);
+    random: `count` views drawn with the training augmentation `augment` from a generator
+    seeded by `seed` (the paper's code), identical for every model given the seed.
     """
     if mode == "identity":
         return [x]
+    if mode == "random":
+        gen = torch.Generator().manual_seed(seed)
+        return [augment_batch(x, augment if augment != "none" else "shift", gen) for _ in range(count)]
     bases = [x] if mode == "shift" else [x, x.flip(-1)]
     offsets = [(0, 0)] + [(dx, dy) for dy in range(-shift, shift + 1)
                           for dx in range(-shift, shift + 1) if (dx, dy) != (0, 0)]

@@ -158,7 +158,7 @@ def _decode(paths: list[Path], mode: str, size: int, expect: tuple | None) -> to
         return arr.reshape(arr.shape[0], arr.shape[1], -1)
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        arrays = list(pool.map(one, paths, chunksize=64))
+        arrays = list(pool.map(one, paths))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

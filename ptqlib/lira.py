@@ -15,6 +15,7 @@ Two ways to call the attacks:
       stats = fit_shadow_stats(shadow_scores, shadow_keep)       # once: medians, stds
       scores = run_attacks(stats, target_scores, names)           # per target: cheap
   Both give the same numbers; the first simply fits the statistics on every call.
+  Leave-one-out: fit_shadow_stats(pool_scores, pool_keep, exclude=j), then score pool_scores[j].
 
 Variance options (the `variance` of a variant):
 - "per_example": the std over shadows of each example and query (the paper's default).
@@ -61,14 +62,16 @@ def split_in_out(shadow_scores: np.ndarray, shadow_keep: np.ndarray) -> tuple[np
     return dat_in, dat_out
 
 
-def _counts(keep: np.ndarray) -> tuple[int, int]:
-    n_in = keep.sum(axis=0)
-    k_in, k_out = int(n_in.min()), int((keep.shape[0] - n_in).min())
+def _counts(keep: np.ndarray, use_in: np.ndarray | None = None, use_out: np.ndarray | None = None) -> tuple[int, int]:
+    use_in = keep if use_in is None else use_in
+    use_out = ~keep if use_out is None else use_out
+    n_in, n_out = use_in.sum(axis=0), use_out.sum(axis=0)
+    k_in, k_out = int(n_in.min()), int(n_out.min())
     if k_in < 1 or k_out < 1:
-        bad = int(np.argmin(n_in) if k_in < 1 else np.argmax(n_in))
+        bad = int(np.argmin(n_in) if k_in < 1 else np.argmin(n_out))
         raise ValueError(f"every example needs at least one IN and one OUT shadow model; example {bad} "
-                         f"is IN for {int(n_in[bad])} of {keep.shape[0]} shadows (use more shadows or "
-                         f"balanced masks)")
+                         f"is IN for {int(n_in[bad])} and OUT for {int(n_out[bad])} shadows (use more shadows "
+                         f"or balanced masks)")
     return k_in, k_out
 
 
@@ -96,15 +99,10 @@ class ShadowStats:
         return self.mu_in.shape
 
 
-def _truncated_masks(keep: np.ndarray, k_in: int, k_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """Masks of the first k_in IN and first k_out OUT shadows of each example, in model order.
-
-    With balanced masks (the same count for every example) these are keep and ~keep as they are.
-    """
-    n_in = keep.sum(axis=0)
-    use_in = keep if n_in.min() == n_in.max() else keep & (np.cumsum(keep, axis=0) <= k_in)
-    use_out = ~keep if n_in.min() == n_in.max() else ~keep & (np.cumsum(~keep, axis=0) <= k_out)
-    return use_in, use_out
+def _truncated(use: np.ndarray, k: int) -> np.ndarray:
+    """The first k selected shadows of each example, in model order (use itself if all have k)."""
+    n = use.sum(axis=0)
+    return use if n.min() == n.max() else use & (np.cumsum(use, axis=0) <= k)
 
 
 def _side_block(scores_nqm: np.ndarray, use: np.ndarray, k: int):
@@ -135,11 +133,13 @@ def _pooled_std(cell_means: np.ndarray, cell_ss: np.ndarray, k: int) -> float:
     return float(np.sqrt(total / (k * cell_means.size)))
 
 
-def fit_shadow_stats(shadow_scores: np.ndarray, shadow_keep: np.ndarray) -> ShadowStats:
+def fit_shadow_stats(shadow_scores: np.ndarray, shadow_keep: np.ndarray, exclude=None) -> ShadowStats:
     """IN and OUT medians and spreads of every example and query, for all LiRA variants at once.
 
-    shadow_scores (M, N, Q) (or (M, N) for one query), shadow_keep (M, N) bool. Works on blocks
-    of examples, so the extra memory is a small fraction of the score array.
+    shadow_scores (M, N, Q) (or (M, N) for one query), shadow_keep (M, N) bool. `exclude`: model
+    indices (an int or a list) left out of the shadows, e.g. the target in leave-one-out; the same
+    as slicing them away, without copying the score array. Works on blocks of examples, so the
+    extra memory is a small fraction of the score array.
     """
     scores = np.asarray(shadow_scores, dtype=np.float64)
     if scores.ndim == 2:
@@ -149,8 +149,14 @@ def fit_shadow_stats(shadow_scores: np.ndarray, shadow_keep: np.ndarray) -> Shad
         raise ValueError(f"shadow_scores must be (M, N, Q) and shadow_keep (M, N); got {scores.shape} "
                          f"and {keep.shape}")
     m, n, q = scores.shape
-    k_in, k_out = _counts(keep)
-    use_in, use_out = _truncated_masks(keep, k_in, k_out)
+    if exclude is None:
+        use_in, use_out = keep, ~keep
+    else:
+        shadow = np.ones(m, dtype=bool)
+        shadow[np.asarray(exclude, dtype=np.intp)] = False
+        use_in, use_out = keep & shadow[:, None], ~keep & shadow[:, None]
+    k_in, k_out = _counts(keep, use_in, use_out)
+    use_in, use_out = _truncated(use_in, k_in), _truncated(use_out, k_out)
     out = {name: np.empty((n, q)) for name in
            ("mu_in", "mean_in", "ss_in", "mu_out", "mean_out", "ss_out")}
     for a in range(0, n, _BLOCK):

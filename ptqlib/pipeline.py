@@ -1,8 +1,9 @@
 """The study's jobs and the stage functions the notebooks call.
 
-Each stage reads its inputs from the store, runs the jobs it owns (skipping finished ones)
-and returns a small table for the notebook to show. Job keys are derived from the config
-alone, so any stage can locate the results of the stages before it.
+A job is a `store.Job` whose key is derived from the config alone, so every stage can locate
+the results of the stages before it. `run_job(cfg, job)` executes any one job (it is what the
+serial, process and Ray executors call); the stage functions (`run_train_targets`, ...) fan
+their jobs out through the configured executor and return a small table for the notebook.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm.std import tqdm
 
-from . import lira, metrics
+from . import lira, metrics, threat
 from .config import StudyConfig
 from .data import ImageData, augment_batch, balanced_masks, load_dataset, query_views, target_mask
 from .models import build_model, quantizable_layers
@@ -46,10 +47,10 @@ def dataset(cfg: StudyConfig) -> ImageData:
 
 def dataset_spec(cfg: StudyConfig) -> dict:
     """What identifies the data (not where it lies on disk)."""
-    spec = {"dataset": cfg.dataset}
     if cfg.dataset == "digits":
-        spec["test_fraction"] = cfg.test_fraction
-    return spec
+        return {"dataset": "digits", "test_fraction": cfg.test_fraction}
+    return {"dataset": cfg.dataset, "image_size": cfg.image_size, "train_subset": cfg.train_subset,
+            "test_subset": cfg.test_subset}
 
 
 def model_seed(cfg: StudyConfig, role: str, index: int) -> int:
@@ -76,11 +77,11 @@ def shadow_jobs(cfg: StudyConfig) -> list[Job]:
             for i in range(cfg.num_shadows)]
 
 
-def membership(cfg: StudyConfig, job: Job, n: int) -> np.ndarray:
-    p = job.params
-    if p["role"] == "target":
-        return target_mask(cfg.seed, p["index"], n)
-    return balanced_masks(cfg.seed, p["num_models"], n)[p["index"]]
+def membership(cfg: StudyConfig, params: dict, n: int) -> np.ndarray:
+    """Members of the model a train job's params describe (derived from seed, index, sizes)."""
+    if params["role"] == "target":
+        return target_mask(cfg.seed, params["index"], n)
+    return balanced_masks(cfg.seed, params["num_models"], n)[params["index"]]
 
 
 def method_options(cfg: StudyConfig, method: str) -> dict:
@@ -99,33 +100,56 @@ def method_options(cfg: StudyConfig, method: str) -> dict:
     return opts
 
 
-def quantize_job(cfg: StudyConfig, target: Job, recipe: dict) -> Job:
+def quantize_job(cfg: StudyConfig, model_job: Job, recipe: dict) -> Job:
     params = {**recipe, **method_options(cfg, recipe["method"]),
               "first_layer_bits": cfg.first_layer_bits, "layer_bits": cfg.layer_bits}
     if recipe["method"] != "rtn":  # RTN needs no calibration data
         params.update(calib_samples=cfg.calib_samples, calib_source=cfg.calib_source)
     if cfg.bn_reestimate:
         params["bn_reestimate"] = True
-    return Job("quantize", params, (target.key,))
+    return Job("quantize", params, (model_job.key,))
 
 
-def quantize_jobs(cfg: StudyConfig) -> list[tuple[int, dict, Job]]:
-    return [(i, r, quantize_job(cfg, t, r)) for i, t in enumerate(target_jobs(cfg)) for r in cfg.recipes()]
+def quantize_jobs(cfg: StudyConfig, role: str = "target") -> list[tuple[int, dict, Job]]:
+    """(model index, recipe, job) for every recipe applied to every target (or shadow)."""
+    models = target_jobs(cfg) if role == "target" else shadow_jobs(cfg)
+    return [(i, r, quantize_job(cfg, m, r)) for i, m in enumerate(models) for r in cfg.recipes()]
+
+
+def needs_quantized_shadows(cfg: StudyConfig) -> bool:
+    return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out"))
 
 
 def query_job(cfg: StudyConfig, model_job: Job) -> Job:
-    return Job("query", {"queries": cfg.queries, "query_shift": cfg.query_shift}, (model_job.key,))
+    params = {"queries": cfg.queries}
+    if cfg.queries in ("shift", "mirror_shift"):
+        params["query_shift"] = cfg.query_shift
+    if cfg.queries == "random":
+        params.update(query_count=cfg.query_count, augment=cfg.augment, seed=cfg.seed)
+    return Job("query", params, (model_job.key,))
 
 
-# ---------------------------------------------------------------- model I/O
+def attacked_models(cfg: StudyConfig, role: str = "target") -> list[tuple[int, dict, Job]]:
+    """(model index, recipe, model job) of every FP32 and quantized model of one role."""
+    models = target_jobs(cfg) if role == "target" else shadow_jobs(cfg)
+    return [(i, FP32, m) for i, m in enumerate(models)] + quantize_jobs(cfg, role)
+
+
+def attack_job(cfg: StudyConfig) -> Job:
+    models = attacked_models(cfg, "target") + (attacked_models(cfg, "shadow") if needs_quantized_shadows(cfg)
+                                               else [(i, FP32, s) for i, s in enumerate(shadow_jobs(cfg))])
+    inputs = tuple(query_job(cfg, j).key for _, _, j in models)
+    return Job("attack", {"attacks": list(cfg.attacks), "threat_models": list(cfg.threat_models)}, inputs)
+
+
+# ---------------------------------------------------------------- running one job
 
 def new_model(cfg: StudyConfig, data: ImageData) -> torch.nn.Module:
     c, h, _ = data.shape
     return build_model(cfg.arch, data.num_classes, c, h)
 
 
-def load_model(cfg: StudyConfig, store: Store, job: Job, data: ImageData, stage: str) -> torch.nn.Module:
-    path = store.require(job, f"{job.kind} job {job.params.get('role', '')} {job.params.get('index', '')}", stage)
+def _load_state(cfg: StudyConfig, data: ImageData, path) -> torch.nn.Module:
     model = new_model(cfg, data)
     model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
     return model.eval()
@@ -137,30 +161,91 @@ def _save_model(model: torch.nn.Module, path) -> None:
     (path / "model.pt").write_bytes(buf.getvalue())
 
 
-# ---------------------------------------------------------------- stage: train / shadows
-
-def _train_one(cfg: StudyConfig, data: ImageData, job: Job, device: torch.device):
-    def compute(out):
-        keep = membership(cfg, job, len(data.y_train))
-        seed = model_seed(cfg, job.params["role"], job.params["index"])
-        torch.manual_seed(seed)
-        model = new_model(cfg, data)
-        stats = train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
-                            seed=seed, device=device)
-        model.cpu()
-        np.save(out / "keep.npy", keep)
-        _save_model(model, out)
-        return {**stats, "train_acc": accuracy(model, data, "train", keep), "test_acc": accuracy(model, data)}
-    return compute
+def _job_params(store: Store, kind: str, key: str) -> dict:
+    return json.loads((store.root / kind / key / "params.json").read_text())["params"]
 
 
-def _run_training(cfg: StudyConfig, store: Store, jobs: list[Job], desc: str) -> pd.DataFrame:
+def _train(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> dict:
+    keep = membership(cfg, job.params, len(data.y_train))
+    seed = model_seed(cfg, job.params["role"], job.params["index"])
+    torch.manual_seed(seed)
+    model = new_model(cfg, data)
+    stats = train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                        momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
+                        seed=seed, device=pick_device(cfg.device))
+    model.cpu()
+    np.save(out / "keep.npy", keep)
+    _save_model(model, out)
+    return {**stats, "train_acc": accuracy(model, data, "train", keep), "test_acc": accuracy(model, data)}
+
+
+def calibration_set(cfg: StudyConfig, data: ImageData, members: np.ndarray, seed: int) -> torch.Tensor:
+    """`calib_samples` images, normalised, with the training augmentation.
+
+    From the model's own members (the paper's choice) or, with calib_source: holdout, from
+    the test split, which is disjoint from the membership pool. The same set for every method.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    pool = data.x_train[torch.from_numpy(members)] if cfg.calib_source == "members" else data.x_test
+    pick = torch.randperm(len(pool), generator=gen)[: cfg.calib_samples]
+    return augment_batch(data.normalize(pool[pick]), cfg.augment, gen)
+
+
+def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> dict:
+    source = store.root / "train" / job.inputs[0]
+    model = _load_state(cfg, data, source)
+    src = _job_params(store, "train", job.inputs[0])
+    p = job.params
+    names = [n for n, _ in quantizable_layers(model)]
+    plan = layer_bits_plan(names, p["bits"], p["last_layer_bits"], cfg.first_layer_bits, cfg.layer_bits)
+    calib = None
+    if p["method"] != "rtn":
+        calib = calibration_set(cfg, data, np.load(source / "keep.npy"), model_seed(cfg, src["role"], src["index"]))
+    qmodel, qweights = quantize_model(model, p["method"], plan, calib, **method_options(cfg, p["method"]))
+    _save_model(qmodel, out)
+    torch.save({n: {"codes": q.codes.to(torch.uint8 if q.grid.levels <= 256 else torch.int32),
+                    "scale": q.grid.scale, "zero": q.grid.zero, "levels": q.grid.levels}
+                for n, q in qweights.items()}, out / "grid.pt")
+    layers = dict(quantizable_layers(model))
+    rel_err = {n: float((q.weight(layers[n].weight.shape) - layers[n].weight).norm() / layers[n].weight.norm())
+               for n, q in qweights.items()}
+    return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
+            "label": recipe_label(p["method"], p["bits"], p["last_layer_bits"]),
+            "source": {"role": src["role"], "index": src["index"]}}
+
+
+def _query(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> dict:
+    kind = "train" if (store.root / "train" / job.inputs[0]).is_dir() else "quantize"
+    model = _load_state(cfg, data, store.root / kind / job.inputs[0])
+    x = data.normalize(data.x_train)
+    views = query_views(x, cfg.queries, cfg.query_shift, cfg.query_count, cfg.augment, cfg.seed)
+    logits = torch.stack([predict_logits(model, v) for v in views], dim=1)  # (N, Q, C)
+    np.save(out / "logits.npy", logits.numpy().astype(np.float32))
+    return {"views": len(views)}
+
+
+_RUNNERS = {"train": _train, "quantize": _quantize, "query": _query}
+
+
+def run_job(cfg: StudyConfig, job: Job) -> None:
+    """Execute one job into the store (skipped if complete). What every executor calls."""
+    store = Store(cfg.store)
+    data = dataset(cfg)
+    store.run(job, lambda out: _RUNNERS[job.kind](cfg, store, data, job, out))
+
+
+def _run(cfg: StudyConfig, jobs: list[Job], desc: str) -> None:
+    from .executor import run_jobs
+
     set_threads(cfg.threads)
-    data, device = dataset(cfg), pick_device(cfg.device)
+    run_jobs(cfg, jobs, desc)
+
+
+# ---------------------------------------------------------------- stages
+
+def _training_table(store: Store, jobs: list[Job]) -> pd.DataFrame:
     rows = []
-    for job in progress(jobs, desc):
-        store.run(job, _train_one(cfg, data, job, device))
+    for job in jobs:
         meta = store.meta(job)
         rows.append({"model": f"{job.params['role']} {job.params['index']}", "train_acc": meta["train_acc"],
                      "test_acc": meta["test_acc"], "members": meta["train_examples"],
@@ -170,83 +255,44 @@ def _run_training(cfg: StudyConfig, store: Store, jobs: list[Job], desc: str) ->
 
 def run_train_targets(cfg: StudyConfig, store: Store) -> pd.DataFrame:
     """Stage 1: K target models, each on a random half of the training pool."""
-    return _run_training(cfg, store, target_jobs(cfg), "train targets")
+    _run(cfg, target_jobs(cfg), "train targets")
+    return _training_table(store, target_jobs(cfg))
 
 
 def run_train_shadows(cfg: StudyConfig, store: Store) -> pd.DataFrame:
     """Stage 2: M shadow models with balanced membership masks."""
-    return _run_training(cfg, store, shadow_jobs(cfg), "train shadows")
+    _run(cfg, shadow_jobs(cfg), "train shadows")
+    return _training_table(store, shadow_jobs(cfg))
 
 
-# ---------------------------------------------------------------- stage: quantize
-
-def calibration_set(cfg: StudyConfig, data: ImageData, members: np.ndarray, seed: int) -> torch.Tensor:
-    """`calib_samples` images, normalised, with the training augmentation.
-
-    From the target's members (the paper's choice) or, with calib_source: holdout, from the
-    test split, which is disjoint from the membership pool. The same set for every method.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    if cfg.calib_source == "members":
-        pool = data.x_train[torch.from_numpy(members)]
-    else:
-        pool = data.x_test
-    pick = torch.randperm(len(pool), generator=gen)[: cfg.calib_samples]
-    return augment_batch(data.normalize(pool[pick]), cfg.augment, gen)
-
-
-def _quantize_one(cfg, store, data, target: Job, recipe: dict, job: Job):
-    def compute(out):
-        model = load_model(cfg, store, target, data, "train")
-        names = [n for n, _ in quantizable_layers(model)]
-        plan = layer_bits_plan(names, recipe["bits"], recipe["last_layer_bits"],
-                               cfg.first_layer_bits, cfg.layer_bits)
-        calib = None
-        if recipe["method"] != "rtn":
-            keep = np.load(store.path(target) / "keep.npy")
-            calib = calibration_set(cfg, data, keep, model_seed(cfg, "target", target.params["index"]))
-        qmodel, qweights = quantize_model(model, recipe["method"], plan, calib,
-                                          **method_options(cfg, recipe["method"]))
-        _save_model(qmodel, out)
-        torch.save({n: {"codes": q.codes.to(torch.uint8 if q.grid.levels <= 256 else torch.int32),
-                        "scale": q.grid.scale, "zero": q.grid.zero, "levels": q.grid.levels}
-                    for n, q in qweights.items()}, out / "grid.pt")
-        layers = dict(quantizable_layers(model))
-        rel_err = {n: float((q.weight(layers[n].weight.shape) - layers[n].weight).norm() / layers[n].weight.norm())
-                   for n, q in qweights.items()}
-        return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
-                "label": recipe_label(recipe["method"], recipe["bits"], recipe["last_layer_bits"])}
-    return compute
+def _require_all(store: Store, jobs: list[Job], what: str, stage: str) -> None:
+    for job in jobs:
+        store.require(job, f"{what} {job.params.get('index', '')}", stage)
 
 
 def run_quantize(cfg: StudyConfig, store: Store) -> pd.DataFrame:
-    """Stage 3: every target quantized with every recipe (method, bits, last-layer bits)."""
-    set_threads(cfg.threads)
-    data = dataset(cfg)
-    targets = target_jobs(cfg)
+    """Stage 3: every target (and, for the adaptive threat models, every shadow) quantized
+    with every recipe (method, bits, last-layer bits)."""
+    _require_all(store, target_jobs(cfg), "target model", "train")
+    jobs = quantize_jobs(cfg, "target")
+    if needs_quantized_shadows(cfg):
+        _require_all(store, shadow_jobs(cfg), "shadow model", "shadows")
+        jobs += quantize_jobs(cfg, "shadow")
+    _run(cfg, [j for _, _, j in jobs], "quantize")
     rows = []
-    for i, recipe, job in progress(quantize_jobs(cfg), "quantize"):
-        store.run(job, _quantize_one(cfg, store, data, targets[i], recipe, job))
+    for i, recipe, job in jobs:
         meta = store.meta(job)
-        fp_acc = store.meta(targets[i])["test_acc"]
-        rows.append({"target": i, **recipe, "label": meta["label"], "test_acc": meta["test_acc"],
-                     "fp32_test_acc": fp_acc, "mean_rel_weight_error": float(np.mean(list(meta["relative_weight_error"].values()))),
+        fp = store.meta(_source_job(cfg, meta["source"]))
+        rows.append({"model": f"{meta['source']['role']} {i}", **recipe, "label": meta["label"],
+                     "test_acc": meta["test_acc"], "fp32_test_acc": fp["test_acc"],
+                     "mean_rel_weight_error": float(np.mean(list(meta["relative_weight_error"].values()))),
                      "wall_s": meta["wall_s"]})
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------- stage: attack
-
-def _query_one(cfg, store, data, model_job: Job, job: Job):
-    def compute(out):
-        stage = "train" if model_job.kind == "train" else "quantize"
-        model = load_model(cfg, store, model_job, data, stage)
-        x = data.normalize(data.x_train)
-        views = query_views(x, cfg.queries, cfg.query_shift)
-        logits = torch.stack([predict_logits(model, v) for v in views], dim=1)  # (N, Q, C)
-        np.save(out / "logits.npy", logits.numpy().astype(np.float32))
-        return {"views": len(views)}
-    return compute
+def _source_job(cfg: StudyConfig, source: dict) -> Job:
+    jobs = target_jobs(cfg) if source["role"] == "target" else shadow_jobs(cfg)
+    return jobs[source["index"]]
 
 
 def _scores(store: Store, job: Job, labels: np.ndarray) -> np.ndarray:
@@ -254,69 +300,82 @@ def _scores(store: Store, job: Job, labels: np.ndarray) -> np.ndarray:
 
 
 def run_attacks(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
-    """Stage 4: query every model, then attack every FP32 and quantized target with FP32 shadows.
+    """Stage 4: query every model, then attack every FP32 and quantized target under each threat model.
 
-    Returns the per-target metrics table and the ROC curves (see `load_attack_results`).
+    Returns the per-target metrics table and the stored membership scores (see `load_attack_results`).
     """
-    set_threads(cfg.threads)
-    data = dataset(cfg)
-    shadows = shadow_jobs(cfg)
-    for s in shadows:
-        store.require(s, f"shadow model {s.params['index']}", "shadows")
-    models = attacked_models(cfg)
-    for _, _, j in models:
-        store.require(j, f"{j.kind} job", "train" if j.kind == "train" else "quantize")
-    to_query = shadows + [j for _, _, j in models]
-    for mj in progress(to_query, "query models"):
-        store.run(query_job(cfg, mj), _query_one(cfg, store, data, mj, query_job(cfg, mj)))
-
-    attack = attack_job(cfg)
-    store.run(attack, lambda out: _attack_all(cfg, store, data, models, out))
+    _require_all(store, shadow_jobs(cfg), "shadow model", "shadows")
+    targets = attacked_models(cfg, "target")
+    shadows = attacked_models(cfg, "shadow") if needs_quantized_shadows(cfg) else \
+        [(i, FP32, s) for i, s in enumerate(shadow_jobs(cfg))]
+    for _, recipe, job in targets + shadows:
+        store.require(job, f"{job.kind} job", "train" if recipe is FP32 else "quantize")
+    _run(cfg, [query_job(cfg, j) for _, _, j in shadows + targets], "query models")
+    store.run(attack_job(cfg), lambda out: _attack_all(cfg, store, targets, shadows, out))
     return load_attack_results(cfg, store)
 
 
-def attacked_models(cfg: StudyConfig) -> list[tuple[int | None, dict, Job]]:
-    """(target index, recipe, model job) of every model the attack targets: FP32 ones first."""
-    return [(i, FP32, t) for i, t in enumerate(target_jobs(cfg))] + quantize_jobs(cfg)
+def _attack_all(cfg: StudyConfig, store: Store, targets, shadows, out) -> dict:
+    labels = dataset(cfg).y_train.numpy()
 
+    def pool(models):  # (scores (M, N, Q), keep (M, N)) of a list of (index, recipe, job)
+        return (np.stack([_scores(store, query_job(cfg, j), labels) for _, _, j in models]),
+                np.stack([np.load(_keep_path(store, j)) for _, _, j in models]))
 
-def attack_job(cfg: StudyConfig) -> Job:
-    models = [j for _, _, j in attacked_models(cfg)]
-    inputs = tuple(query_job(cfg, j).key for j in shadow_jobs(cfg) + models)
-    return Job("attack", {"attacks": list(cfg.attacks), "threat_model": "fp_shadows"}, inputs)
+    def by_recipe(models):
+        groups: dict[str, list] = {}
+        for i, r, j in models:
+            groups.setdefault(recipe_label(r["method"], r["bits"], r["last_layer_bits"]), []).append((i, r, j))
+        return groups
 
+    rows, score_rows, member_rows = [], [], []
 
-def _attack_all(cfg, store, data, models, out) -> dict:
-    labels = data.y_train.numpy()
-    shadows, targets = shadow_jobs(cfg), target_jobs(cfg)
-    shadow_scores = np.stack([_scores(store, query_job(cfg, s), labels) for s in shadows])
-    shadow_keep = np.stack([np.load(store.path(s) / "keep.npy") for s in shadows])
-    rows, curves = [], {}
-    for target_index, recipe, mj in progress(models, "attack targets"):
-        keep = np.load(store.path(targets[target_index]) / "keep.npy")
-        t_scores = _scores(store, query_job(cfg, mj), labels)
+    def record(threat_model, index, recipe, model_job, keep, scores_by_attack):
         label = recipe_label(recipe["method"], recipe["bits"], recipe["last_layer_bits"])
-        test_acc = store.meta(mj)["test_acc"]
-        for attack in cfg.attacks:
-            score = lira.ATTACKS[attack](shadow_scores, shadow_keep, t_scores)
-            rows.append({"target": target_index, "label": label, **recipe, "attack": attack,
-                         "test_acc": test_acc, **metrics.attack_metrics(score, keep)})
-            fpr, tpr = metrics.roc(score, keep)
-            curves[f"{label}|{attack}|{target_index}|fpr"] = fpr
-            curves[f"{label}|{attack}|{target_index}|tpr"] = tpr
+        for attack, score in scores_by_attack.items():
+            rows.append({"threat_model": threat_model, "target": index, "label": label, **recipe,
+                         "attack": attack, "test_acc": store.meta(model_job)["test_acc"],
+                         **metrics.attack_metrics(score, keep)})
+            score_rows.append(score.astype(np.float32))
+            member_rows.append(keep)
+
+    shadow_groups, target_groups = by_recipe(shadows), by_recipe(targets)
+    fp_scores, fp_keep = pool(shadow_groups["fp32"])
+    for label, group in progress(target_groups.items(), "attack targets"):
+        t_scores, t_keep = pool(group)
+        for k, (i, recipe, job) in enumerate(group):
+            if "fp_shadows" in cfg.threat_models:
+                record("fp_shadows", i, recipe, job, t_keep[k],
+                       threat.attack_target(fp_scores, fp_keep, t_scores[k], cfg.attacks))
+            if "matched_shadows" in cfg.threat_models:
+                s_scores, s_keep = (fp_scores, fp_keep) if label == "fp32" else pool(shadow_groups[label])
+                record("matched_shadows", i, recipe, job, t_keep[k],
+                       threat.attack_target(s_scores, s_keep, t_scores[k], cfg.attacks))
+    if "leave_one_out" in cfg.threat_models:
+        for label, group in progress(shadow_groups.items(), "leave-one-out"):
+            p_scores, p_keep = pool(group)
+            for k, by_attack in threat.leave_one_out(p_scores, p_keep, cfg.attacks):
+                i, recipe, job = group[k]
+                record("leave_one_out", i, recipe, job, p_keep[k], by_attack)
+
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
-    np.savez_compressed(out / "roc.npz", **curves)
-    return {"rows": len(rows), "shadows": len(shadows)}
+    np.save(out / "scores.npy", np.stack(score_rows))
+    np.save(out / "members.npy", np.stack(member_rows))
+    return {"rows": len(rows)}
+
+
+def _keep_path(store: Store, job: Job):
+    """Membership mask of a model: its own train job's, or that of the model it quantizes."""
+    train_key = job.key if job.kind == "train" else job.inputs[0]
+    return store.root / "train" / train_key / "keep.npy"
 
 
 def load_attack_results(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
-    """The attack stage's per-target metrics and ROC curves {(label, attack, target): (fpr, tpr)}."""
+    """The attack stage's per-target metrics, and each row's membership scores and true membership.
+
+    Returns (metrics table, {"scores": (rows, N) float32, "members": (rows, N) bool}), the
+    arrays aligned with the table's rows: every ROC in the report is recomputed from them.
+    """
     path = store.require(attack_job(cfg), "attack results", "attack")
     df = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
-    with np.load(path / "roc.npz") as z:
-        keys = {k.rsplit("|", 1)[0] for k in z.files}
-        curves = {}
-        for k in keys:
-            label, attack, target = k.split("|")
-            curves[(label, attack, int(target))] = (z[k + "|fpr"], z[k + "|tpr"])
-    return df, curves
+    return df, {"scores": np.load(path / "scores.npy"), "members": np.load(path / "members.npy")}

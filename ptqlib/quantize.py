@@ -166,3 +166,6 @@ def recipe_label(method: str, bits: float, last_layer_bits=None) -> str:
         return "fp32"
     label = f"{method} {bits:g}b"
     return label + (f" + {last_layer_bits:g}b last" if last_layer_bits is not None else "")
+
+
+from .ptq import adaround, brecq, obc  # noqa: E402,F401  (registers the methods)

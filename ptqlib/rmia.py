@@ -74,9 +74,10 @@ def rmia_offline(shadow_probs: np.ndarray, shadow_keep: np.ndarray, target_probs
     if gamma <= 0:
         raise ValueError(f"gamma must be positive, got {gamma}")
     ratio = p_target / p_x
-    population = np.sort(ratio[np.asarray(population_idx)])
+    idx = np.asarray(population_idx)
+    population = np.sort(ratio[idx if idx.dtype == bool else idx.astype(np.intp)])
     if population.size == 0:
-        raise ValueError("RMIA needs at least one population point z")
+        raise ValueError("RMIA needs at least one population point z; population_idx selects none")
     # ratio(x) / ratio(z) > gamma  <=>  ratio(z) < ratio(x) / gamma (all ratios are positive)
     return np.searchsorted(population, ratio / gamma, side="left") / population.size
 

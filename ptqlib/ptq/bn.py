@@ -1,0 +1,97 @@
+"""BatchNorm folding (for BRECQ) and BatchNorm re-estimation (the optional post-PTQ step).
+
+A BatchNorm in eval mode is a per-channel affine map y = f * (x - mean) + beta with
+f = gamma / sqrt(var + eps). When its input is the output of a conv, it can be folded into
+that conv: W' = f * W, b' = f * (b - mean) + beta. Which BN follows which conv is found by
+watching one forward pass (a BN whose input tensor *is* a conv's output), so the same code
+serves every architecture; pre-activation BNs (DenseNet's norm1) are left alone.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Fold:
+    conv: str  # model-level name of the conv
+    bn: str  # model-level name of the BatchNorm folded into it
+    factor: torch.Tensor  # (C_out,) gamma / sqrt(var + eps): W_folded = factor * W
+
+
+def conv_bn_pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
+    """(conv name, bn name) for every BatchNorm2d that directly consumes a Conv2d's output."""
+    conv_out: dict[int, tuple[str, torch.Tensor]] = {}
+    pairs = []
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name: conv_out.__setitem__(id(out), (name, out))))
+        elif isinstance(m, nn.BatchNorm2d):
+            def watch(mod, inp, name=name):
+                hit = conv_out.get(id(inp[0]))
+                if hit is not None and hit[1] is inp[0]:
+                    pairs.append((hit[0], name))
+            hooks.append(m.register_forward_pre_hook(watch))
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    seen, out = set(), []
+    for conv, bn in pairs:  # a module reused in forward would show up twice
+        if (conv, bn) not in seen:
+            seen.add((conv, bn))
+            out.append((conv, bn))
+    return out
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> list[Fold]:
+    """Fold every conv -> BN pair of `model` in place (the BN becomes nn.Identity).
+
+    `example` is any valid input batch (one image is enough). Returns the folds, whose
+    factors let a caller express folded weights in the unfolded layer's scale.
+    """
+    modules = dict(model.named_modules())
+    folds = []
+    for conv_name, bn_name in conv_bn_pairs(model, example[:1]):
+        conv, bn = modules[conv_name], modules[bn_name]
+        factor = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight.mul_(factor.view(-1, *([1] * (conv.weight.dim() - 1))))
+        conv.bias = nn.Parameter(factor * (bias - bn.running_mean) + bn.bias.detach())
+        _set_module(model, bn_name, nn.Identity())
+        folds.append(Fold(conv_name, bn_name, factor.clone()))
+    return folds
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """Recompute every BatchNorm's running statistics on `images` (in place), then eval mode.
+
+    The statistics become the exact average of the per-batch statistics over `images`
+    (momentum=None), independent of the old ones. Only BN layers run in train mode.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in bns]
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    dev = next(model.parameters()).device
+    for i in range(0, len(images), batch_size):
+        model(images[i:i + batch_size].to(dev))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    return model.eval()
