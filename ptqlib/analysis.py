@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from . import stats
 from .lira import ATTACK_LABELS
 from .metrics import LOW_FPRS, too_few_nonmembers
 
@@ -14,23 +15,35 @@ THREAT_LABELS = {"fp_shadows": "FP shadows (paper)", "matched_shadows": "matched
 
 
 def _recipe_order(df: pd.DataFrame) -> pd.DataFrame:
-    """FP32 first, then by method, descending bits, plain before decoupled."""
-    key = df.assign(_fp=df["method"] != "fp32", _last=df["last_layer_bits"].fillna(0))
-    return key.sort_values(["_fp", "method", "bits", "_last"], ascending=[True, True, False, True]).drop(
-        columns=["_fp", "_last"])
+    """By threat model, then FP32 first, by method, descending bits, plain before decoupled."""
+    threat_rank = {t: k for k, t in enumerate(THREAT_LABELS)}
+    key = df.assign(_threat=df["threat_model"].map(threat_rank), _fp=df["method"] != "fp32",
+                    _last=df["last_layer_bits"].fillna(0))
+    return key.sort_values(["_threat", "_fp", "method", "bits", "_last"],
+                           ascending=[True, True, True, False, True], kind="stable").drop(
+        columns=["_threat", "_fp", "_last"]).reset_index(drop=True)
 
 
-def summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over targets of every metric, per (threat model, recipe, attack), with n non-members."""
-    g = df.groupby(["threat_model"] + RECIPE_KEYS + ["attack"], dropna=False)
-    mean = g[METRICS].mean()
-    std = g[METRICS].std(ddof=1).fillna(0.0)
-    out = mean.join(std, rsuffix="_std")
-    out["targets"] = g.size()
-    out["n_nonmembers"] = g["n_nonmembers"].min()
-    out = _recipe_order(out.reset_index())
-    order = {t: k for k, t in enumerate(THREAT_LABELS)}
-    return out.sort_values("threat_model", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+GROUP_KEYS = ["threat_model"] + RECIPE_KEYS + ["attack"]
+
+
+def summary(df: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Per (threat model, recipe, attack): mean, std and bootstrap 95% interval over targets of
+    every metric, the number of targets and of non-members per target."""
+    out = stats.summary_table(df, GROUP_KEYS, METRICS, n_boot=max(1, n_boot))
+    n_out = df.groupby(GROUP_KEYS, dropna=False, sort=False)["n_nonmembers"].min().reset_index()
+    out = out.merge(n_out, on=GROUP_KEYS, how="left")
+    return _recipe_order(out)
+
+
+def pooled(df: pd.DataFrame, arrays: dict) -> pd.DataFrame:
+    """One ROC over all targets of each group: reaches FPRs that a single target cannot."""
+    rows = []
+    for key, group in df.groupby(GROUP_KEYS, dropna=False, sort=False):
+        idx = group.index.to_numpy()
+        m = stats.pooled_metrics(arrays["scores"][idx], arrays["members"][idx])
+        rows.append({**dict(zip(GROUP_KEYS, key)), **m})
+    return _recipe_order(pd.DataFrame(rows))
 
 
 def formatted(summary_df: pd.DataFrame, attack: str | None = None,
@@ -48,6 +61,9 @@ def formatted(summary_df: pd.DataFrame, attack: str | None = None,
     for col, name in [("test_acc", "test acc %"), ("tpr@0.001", "TPR@0.1%FPR %"),
                       ("tpr@0.01", "TPR@1%FPR %"), ("auc", "AUC %")]:
         cells = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(rows[col], rows[col + "_std"])]
+        if col != "test_acc":  # bootstrap 95% interval over targets
+            cells = [f"{c} [{100 * lo:.2f}, {100 * hi:.2f}]"
+                     for c, lo, hi in zip(cells, rows[col + "_ci_low"], rows[col + "_ci_high"])]
         if col.startswith("tpr@"):
             fpr = float(col.split("@")[1])
             cells = [c + (" ⚠" if too_few_nonmembers(n, fpr) else "") for c, n in zip(cells, rows["n_nonmembers"])]

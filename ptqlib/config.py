@@ -18,7 +18,8 @@ VALID_BITS = (1.58, 2, 3, 4, 5, 6, 7, 8)
 DATASETS = ("digits", "cifar10", "cifar100", "tinyimagenet", "imagefolder")
 ARCHS = ("digits_cnn", "resnet18", "resnet50", "densenet121")
 METHODS = ("rtn", "adaround", "brecq", "obc", "gptq")
-ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global")
+ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global",
+           "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
 QUERY_MODES = ("identity", "shift", "mirror_shift", "random")
 EXECUTORS = ("serial", "process", "ray")
 AUGMENTATIONS = ("none", "shift", "crop_flip")
@@ -82,7 +83,7 @@ class StudyConfig:
     queries: str = "identity"
     query_shift: int = 1
     query_count: int = 2  # queries: random — number of augmented views
-    attacks: tuple = ATTACKS
+    attacks: tuple = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global", "rmia")
     threat_models: tuple = ("fp_shadows",)
     bootstrap: int = 1000  # resamples for the 95% intervals over targets
     # compute

@@ -322,4 +322,5 @@ ATTACK_LABELS = {
     "offline_one_sided": "LiRA offline (one-sided)",
     "offline_one_sided_fixed": "LiRA offline (one-sided), fixed var.",
     "global": "global threshold",
+    "rmia": "RMIA offline",  # ptqlib.rmia; dispatched by ptqlib.threat
 }

@@ -217,10 +217,11 @@ def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) ->
 def _query(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> dict:
     kind = "train" if (store.root / "train" / job.inputs[0]).is_dir() else "quantize"
     model = _load_state(cfg, data, store.root / kind / job.inputs[0])
-    x = data.normalize(data.x_train)
-    views = query_views(x, cfg.queries, cfg.query_shift, cfg.query_count, cfg.augment, cfg.seed)
-    logits = torch.stack([predict_logits(model, v) for v in views], dim=1)  # (N, Q, C)
-    np.save(out / "logits.npy", logits.numpy().astype(np.float32))
+    for name, images in (("logits.npy", data.x_train), ("logits_test.npy", data.x_test)):
+        views = query_views(data.normalize(images), cfg.queries, cfg.query_shift, cfg.query_count,
+                            cfg.augment, cfg.seed)
+        logits = torch.stack([predict_logits(model, v) for v in views], dim=1)  # (N, Q, C)
+        np.save(out / name, logits.numpy().astype(np.float32))
     return {"views": len(views)}
 
 
@@ -295,8 +296,9 @@ def _source_job(cfg: StudyConfig, source: dict) -> Job:
     return jobs[source["index"]]
 
 
-def _scores(store: Store, job: Job, labels: np.ndarray) -> np.ndarray:
-    return lira.logit_scores(np.load(store.path(job) / "logits.npy"), labels)
+def _scores(store: Store, job: Job, labels: np.ndarray, split: str = "train") -> np.ndarray:
+    name = "logits.npy" if split == "train" else "logits_test.npy"
+    return lira.logit_scores(np.load(store.path(job) / name), labels)
 
 
 def run_attacks(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
@@ -316,11 +318,16 @@ def run_attacks(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
 
 
 def _attack_all(cfg: StudyConfig, store: Store, targets, shadows, out) -> dict:
-    labels = dataset(cfg).y_train.numpy()
+    data = dataset(cfg)
+    labels, test_labels = data.y_train.numpy(), data.y_test.numpy()
+    with_test = "rmia" in cfg.attacks
 
-    def pool(models):  # (scores (M, N, Q), keep (M, N)) of a list of (index, recipe, job)
-        return (np.stack([_scores(store, query_job(cfg, j), labels) for _, _, j in models]),
-                np.stack([np.load(_keep_path(store, j)) for _, _, j in models]))
+    def pool(models) -> threat.ShadowPool:  # the stored scores of a list of (index, recipe, job)
+        qs = [query_job(cfg, j) for _, _, j in models]
+        return threat.ShadowPool(
+            np.stack([_scores(store, q, labels) for q in qs]),
+            np.stack([np.load(_keep_path(store, j)) for _, _, j in models]),
+            np.stack([_scores(store, q, test_labels, "test") for q in qs]) if with_test else None)
 
     def by_recipe(models):
         groups: dict[str, list] = {}
@@ -336,27 +343,29 @@ def _attack_all(cfg: StudyConfig, store: Store, targets, shadows, out) -> dict:
             rows.append({"threat_model": threat_model, "target": index, "label": label, **recipe,
                          "attack": attack, "test_acc": store.meta(model_job)["test_acc"],
                          **metrics.attack_metrics(score, keep)})
-            score_rows.append(score.astype(np.float32))
+            score_rows.append(score)
             member_rows.append(keep)
 
+    def test_scores(p: threat.ShadowPool, k: int):
+        return None if p.test_scores is None else p.test_scores[k]
+
     shadow_groups, target_groups = by_recipe(shadows), by_recipe(targets)
-    fp_scores, fp_keep = pool(shadow_groups["fp32"])
+    fp_pool = pool(shadow_groups["fp32"])
     for label, group in progress(target_groups.items(), "attack targets"):
-        t_scores, t_keep = pool(group)
+        t_pool = pool(group)
+        matched = fp_pool if label == "fp32" or "matched_shadows" not in cfg.threat_models \
+            else pool(shadow_groups[label])
         for k, (i, recipe, job) in enumerate(group):
-            if "fp_shadows" in cfg.threat_models:
-                record("fp_shadows", i, recipe, job, t_keep[k],
-                       threat.attack_target(fp_scores, fp_keep, t_scores[k], cfg.attacks))
-            if "matched_shadows" in cfg.threat_models:
-                s_scores, s_keep = (fp_scores, fp_keep) if label == "fp32" else pool(shadow_groups[label])
-                record("matched_shadows", i, recipe, job, t_keep[k],
-                       threat.attack_target(s_scores, s_keep, t_scores[k], cfg.attacks))
+            for threat_model, s_pool in (("fp_shadows", fp_pool), ("matched_shadows", matched)):
+                if threat_model in cfg.threat_models:
+                    record(threat_model, i, recipe, job, t_pool.keep[k], threat.attack_target(
+                        s_pool, t_pool.scores[k], cfg.attacks, test_scores(t_pool, k)))
     if "leave_one_out" in cfg.threat_models:
         for label, group in progress(shadow_groups.items(), "leave-one-out"):
-            p_scores, p_keep = pool(group)
-            for k, by_attack in threat.leave_one_out(p_scores, p_keep, cfg.attacks):
+            p = pool(group)
+            for k, by_attack in threat.leave_one_out(p, cfg.attacks):
                 i, recipe, job = group[k]
-                record("leave_one_out", i, recipe, job, p_keep[k], by_attack)
+                record("leave_one_out", i, recipe, job, p.keep[k], by_attack)
 
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     np.save(out / "scores.npy", np.stack(score_rows))
@@ -373,7 +382,7 @@ def _keep_path(store: Store, job: Job):
 def load_attack_results(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
     """The attack stage's per-target metrics, and each row's membership scores and true membership.
 
-    Returns (metrics table, {"scores": (rows, N) float32, "members": (rows, N) bool}), the
+    Returns (metrics table, {"scores": (rows, N) float64, "members": (rows, N) bool}), the
     arrays aligned with the table's rows: every ROC in the report is recomputed from them.
     """
     path = store.require(attack_job(cfg), "attack results", "attack")

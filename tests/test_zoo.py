@@ -36,11 +36,11 @@ def test_stem_is_cifar_form(arch):
     # the first stage keeps the input resolution
     feats = {}
     first_block = next(m for n, m in model.named_modules() if n in ("layer1.0", "features.denseblock1"))
-    first_block.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
+    hook = first_block.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
     with torch.no_grad():
         model(torch.randn(1, 3, 32, 32))
+    hook.remove()
     assert feats["x"].shape[-2:] == (32, 32)
-    first_block._forward_hooks.clear()
 
 
 @pytest.mark.parametrize("arch", ARCHS)

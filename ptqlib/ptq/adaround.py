@@ -150,7 +150,7 @@ def _adam(params, lr):
 
 def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: torch.Tensor, *,
                 iters: int, batch: int, lr: float, lam: float, warmup: float, beta_start: float,
-                beta_end: float, weight: torch.Tensor | None = None, seed: int = 0) -> dict:
+                beta_end: float, weight: torch.Tensor | None = None, seed: int = 0, early_stop: bool = True) -> dict:
     """Optimise the roundings so that forward(x, soft weights) matches `target`.
 
     Loss per batch: sum over output channels (dim 1) of the squared error, mean over the
@@ -180,7 +180,7 @@ def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: tor
         for r, w in zip(roundings, ws):
             r.grad_v(w, lam, beta)
         opt.step()
-        if step >= warm and (step + 1) % EARLY_STOP_EVERY == 0 and step + 1 < iters:
+        if early_stop and step >= warm and (step + 1) % EARLY_STOP_EVERY == 0 and step + 1 < iters:
             betas = opt.param_groups[0]["betas"]
             if all(_frozen_for_good(p, opt.state[p], lr, betas, iters - step - 1) for p in params):
                 return {"iters_run": step + 1, "early_stop": True, "rec_loss": float(rec.detach())}

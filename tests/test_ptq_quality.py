@@ -1,0 +1,60 @@
+"""End-to-end quality on the digits default: the calibrated methods must beat RTN where RTN hurts.
+
+Targets are trained with the default recipe (40 epochs) and quantized with the options the
+default preset uses (DEFAULT_PRESET below), on the pipeline's calibration set.
+"""
+import numpy as np
+import pytest
+import torch
+
+from ptqlib.config import StudyConfig
+from ptqlib.data import load_digits_data, target_mask
+from ptqlib.models import DigitsCNN, quantizable_layers
+from ptqlib.pipeline import calibration_set, method_options
+from ptqlib.quantize import layer_bits_plan, quantize_model
+from ptqlib.training import accuracy, train_model
+
+# The recommended default-preset options (params/default.yaml): short runs with a larger step
+# keep lr * iters (the distance V can travel) close to the paper's 20,000 x 1e-3.
+DEFAULT_PRESET = {"adaround_iters": 300, "adaround_lr": 0.03}
+TARGETS = 2
+METHODS = ("rtn", "adaround", "brecq", "obc")
+
+
+@pytest.fixture(scope="module")
+def table():
+    torch.set_num_threads(2)
+    cfg = StudyConfig(**DEFAULT_PRESET)
+    data = load_digits_data(cfg.test_fraction)
+    rows = []
+    for index in range(TARGETS):
+        keep = target_mask(cfg.seed, index, len(data.y_train))
+        torch.manual_seed(index)
+        model = DigitsCNN()
+        train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                    momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment, seed=index,
+                    device=torch.device("cpu"))
+        calib = calibration_set(cfg, data, keep, seed=index)
+        names = [n for n, _ in quantizable_layers(model)]
+        rows.append({("fp32", 32): accuracy(model, data)})
+        for bits in (4, 2, 1.58):
+            plan = layer_bits_plan(names, bits)
+            for method in METHODS:
+                qmodel, _ = quantize_model(model, method, plan, None if method == "rtn" else calib,
+                                           **method_options(cfg, method))
+                rows[-1][(method, bits)] = accuracy(qmodel, data)
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    print("\nmean test accuracy over", TARGETS, "targets:",
+          {f"{m} {b}": round(v, 4) for (m, b), v in mean.items()})
+    return mean
+
+
+@pytest.mark.parametrize("bits", [2, 1.58])
+@pytest.mark.parametrize("method", ["adaround", "brecq", "obc"])
+def test_calibrated_methods_beat_rtn_at_low_bits(table, method, bits):
+    assert table[(method, bits)] > table[("rtn", bits)], table
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_four_bits_is_within_one_point_of_fp32(table, method):
+    assert table[(method, 4)] >= table[("fp32", 32)] - 0.01, table
