@@ -16,6 +16,11 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--no-progress", action="store_true", help="hide Papermill's cell progress bar")
     check_p = sub.add_parser("check", help="validate a preset and exit")
     check_p.add_argument("preset")
+    status_p = sub.add_parser("status", help="jobs done / pending / failed per stage, sizes, time left")
+    status_p.add_argument("preset")
+    clean_p = sub.add_parser("clean", help="remove a preset's artifacts and reports (lists them first)")
+    clean_p.add_argument("preset")
+    clean_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     args = parser.parse_args(argv)
 
     from . import runner
@@ -25,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             cfg = load_preset(args.preset)
             print(f"{args.preset}: ok ({len(cfg.recipes())} quantization recipes)")
+            return 0
+        if args.command in ("status", "clean"):
+            from . import manage
+
+            cfg = load_preset(args.preset)
+            if args.command == "status":
+                print(manage.status_table(cfg).to_string(index=False))
+                return 0
+            manage.clean(cfg, yes=args.yes)
             return 0
         stages = runner.parse_stages(args.stages)
         load_preset(args.preset)  # fail fast, before importing the heavy machinery

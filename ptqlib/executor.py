@@ -20,14 +20,24 @@ class JobError(RuntimeError):
     """One or more jobs failed; the message names each job's kind and key, with its traceback."""
 
 
+def failure_record(store: Store, job: Job):
+    """Where a failed job's traceback is kept until the job succeeds (read by `status`)."""
+    return store.root / ".failed" / f"{job.kind}-{job.key}.txt"
+
+
 def _run_guarded(cfg: StudyConfig, job: Job) -> tuple[str, str | None]:
     from . import pipeline
 
+    record = failure_record(Store(cfg.store), job)
     try:
         pipeline.run_job(cfg, job)
+        record.unlink(missing_ok=True)
         return job.key, None
     except Exception:  # reported to the caller with the job's identity
-        return job.key, traceback.format_exc()
+        tb = traceback.format_exc()
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(tb)
+        return job.key, tb
 
 
 def _init_worker(threads: int) -> None:
@@ -51,7 +61,7 @@ def run_jobs(cfg: StudyConfig, jobs: Iterable[Job], desc: str = "jobs") -> None:
     from .pipeline import progress
 
     store = Store(cfg.store)
-    pending = [j for j in jobs if not store.is_complete(j)]
+    pending = [j for j in jobs if not store.is_valid(j)]  # a corrupt job is reported and redone
     if not pending:
         return
     failures: list[tuple[Job, str]] = []

@@ -135,11 +135,25 @@ def attacked_models(cfg: StudyConfig, role: str = "target") -> list[tuple[int, d
     return [(i, FP32, m) for i, m in enumerate(models)] + quantize_jobs(cfg, role)
 
 
+def shadow_models(cfg: StudyConfig) -> list[tuple[int, dict, Job]]:
+    """The shadows the attack reads: FP32 ones, plus quantized ones for the adaptive threat models."""
+    if needs_quantized_shadows(cfg):
+        return attacked_models(cfg, "shadow")
+    return [(i, FP32, s) for i, s in enumerate(shadow_jobs(cfg))]
+
+
 def attack_job(cfg: StudyConfig) -> Job:
-    models = attacked_models(cfg, "target") + (attacked_models(cfg, "shadow") if needs_quantized_shadows(cfg)
-                                               else [(i, FP32, s) for i, s in enumerate(shadow_jobs(cfg))])
+    models = attacked_models(cfg, "target") + shadow_models(cfg)
     inputs = tuple(query_job(cfg, j).key for _, _, j in models)
     return Job("attack", {"attacks": list(cfg.attacks), "threat_models": list(cfg.threat_models)}, inputs)
+
+
+def stage_jobs(cfg: StudyConfig) -> dict[str, list[Job]]:
+    """Every job of the preset, by the stage that runs it."""
+    quantize = quantize_jobs(cfg, "target") + (quantize_jobs(cfg, "shadow") if needs_quantized_shadows(cfg) else [])
+    queries = [query_job(cfg, j) for _, _, j in shadow_models(cfg) + attacked_models(cfg, "target")]
+    return {"train": target_jobs(cfg), "shadows": shadow_jobs(cfg), "quantize": [j for _, _, j in quantize],
+            "attack": queries + [attack_job(cfg)], "analysis": []}
 
 
 # ---------------------------------------------------------------- running one job
@@ -192,7 +206,7 @@ def calibration_set(cfg: StudyConfig, data: ImageData, members: np.ndarray, seed
 
 
 def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> dict:
-    source = store.root / "train" / job.inputs[0]
+    source = store.input_dir("train", job.inputs[0])
     model = _load_state(cfg, data, source)
     src = _job_params(store, "train", job.inputs[0])
     p = job.params
@@ -216,7 +230,7 @@ def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) ->
 
 def _query(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> dict:
     kind = "train" if (store.root / "train" / job.inputs[0]).is_dir() else "quantize"
-    model = _load_state(cfg, data, store.root / kind / job.inputs[0])
+    model = _load_state(cfg, data, store.input_dir(kind, job.inputs[0]))
     for name, images in (("logits.npy", data.x_train), ("logits_test.npy", data.x_test)):
         views = query_views(data.normalize(images), cfg.queries, cfg.query_shift, cfg.query_count,
                             cfg.augment, cfg.seed)
@@ -298,7 +312,7 @@ def _source_job(cfg: StudyConfig, source: dict) -> Job:
 
 def _scores(store: Store, job: Job, labels: np.ndarray, split: str = "train") -> np.ndarray:
     name = "logits.npy" if split == "train" else "logits_test.npy"
-    return lira.logit_scores(np.load(store.path(job) / name), labels)
+    return lira.logit_scores(np.load(store.require(job, "query results", "attack") / name), labels)
 
 
 def run_attacks(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
@@ -307,9 +321,7 @@ def run_attacks(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
     Returns the per-target metrics table and the stored membership scores (see `load_attack_results`).
     """
     _require_all(store, shadow_jobs(cfg), "shadow model", "shadows")
-    targets = attacked_models(cfg, "target")
-    shadows = attacked_models(cfg, "shadow") if needs_quantized_shadows(cfg) else \
-        [(i, FP32, s) for i, s in enumerate(shadow_jobs(cfg))]
+    targets, shadows = attacked_models(cfg, "target"), shadow_models(cfg)
     for _, recipe, job in targets + shadows:
         store.require(job, f"{job.kind} job", "train" if recipe is FP32 else "quantize")
     _run(cfg, [query_job(cfg, j) for _, _, j in shadows + targets], "query models")
@@ -376,7 +388,7 @@ def _attack_all(cfg: StudyConfig, store: Store, targets, shadows, out) -> dict:
 def _keep_path(store: Store, job: Job):
     """Membership mask of a model: its own train job's, or that of the model it quantizes."""
     train_key = job.key if job.kind == "train" else job.inputs[0]
-    return store.root / "train" / train_key / "keep.npy"
+    return store.input_dir("train", train_key) / "keep.npy"
 
 
 def load_attack_results(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
@@ -388,3 +400,12 @@ def load_attack_results(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, d
     path = store.require(attack_job(cfg), "attack results", "attack")
     df = pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""])
     return df, {"scores": np.load(path / "scores.npy"), "members": np.load(path / "members.npy")}
+
+
+def run_all(cfg: StudyConfig) -> pd.DataFrame:
+    """Every compute stage in this process, without notebooks (for scripts, tests and clusters)."""
+    store = Store(cfg.store)
+    run_train_targets(cfg, store)
+    run_train_shadows(cfg, store)
+    run_quantize(cfg, store)
+    return run_attacks(cfg, store)[0]

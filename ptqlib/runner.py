@@ -77,8 +77,16 @@ def run(preset: str | Path, stages: list[str] | None = None, progress_bar: bool 
     report_dir.mkdir(parents=True, exist_ok=True)
     status: dict[str, tuple[str, float]] = {}
     code = 0
+    from .manage import status_table
+
     for i, stage in enumerate(stages, start=1):
-        print(f"[{i}/{len(stages)}] {stage} ...", flush=True)
+        row = status_table(cfg).set_index("stage")
+        todo = ""
+        if stage in row.index:
+            r = row.loc[stage]
+            eta = f", about {r['est. left (s)']:.0f} s left" if r["est. left (s)"] and r["pending"] else ""
+            todo = f" ({r['done']}/{r['jobs']} jobs done{eta})"
+        print(f"[{i}/{len(stages)}] {stage}{todo} ...", flush=True)
         out_nb = report_dir / NOTEBOOKS[stage]
         t0 = time.perf_counter()
         try:
