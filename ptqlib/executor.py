@@ -61,6 +61,7 @@ def run_jobs(cfg: StudyConfig, jobs: Iterable[Job], desc: str = "jobs") -> None:
     from .pipeline import progress
 
     store = Store(cfg.store)
+    store.root.mkdir(parents=True, exist_ok=True)  # workers check that they can see it
     pending = [j for j in jobs if not store.is_valid(j)]  # a corrupt job is reported and redone
     if not pending:
         return

@@ -49,8 +49,9 @@ def dataset_spec(cfg: StudyConfig) -> dict:
     """What identifies the data (not where it lies on disk)."""
     if cfg.dataset == "digits":
         return {"dataset": "digits", "test_fraction": cfg.test_fraction}
-    return {"dataset": cfg.dataset, "image_size": cfg.image_size, "train_subset": cfg.train_subset,
-            "test_subset": cfg.test_subset}
+    from .datasets_disk import dataset_identity
+
+    return dataset_identity(cfg)
 
 
 def model_seed(cfg: StudyConfig, role: str, index: int) -> int:
@@ -184,9 +185,10 @@ def _train(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> di
     seed = model_seed(cfg, job.params["role"], job.params["index"])
     torch.manual_seed(seed)
     model = new_model(cfg, data)
-    stats = train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                        momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
-                        seed=seed, device=pick_device(cfg.device))
+    with open(out / "log.txt", "w") as log:
+        stats = train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
+                            seed=seed, device=pick_device(cfg.device), log=lambda line: print(line, file=log))
     model.cpu()
     np.save(out / "keep.npy", keep)
     _save_model(model, out)
@@ -220,8 +222,8 @@ def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) ->
     torch.save({n: {"codes": q.codes.to(torch.uint8 if q.grid.levels <= 256 else torch.int32),
                     "scale": q.grid.scale, "zero": q.grid.zero, "levels": q.grid.levels}
                 for n, q in qweights.items()}, out / "grid.pt")
-    layers = dict(quantizable_layers(model))
-    rel_err = {n: float((q.weight(layers[n].weight.shape) - layers[n].weight).norm() / layers[n].weight.norm())
+    weights = {n: m.weight.detach() for n, m in quantizable_layers(model)}
+    rel_err = {n: float((q.weight(weights[n].shape) - weights[n]).norm() / weights[n].norm())
                for n, q in qweights.items()}
     return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
             "label": recipe_label(p["method"], p["bits"], p["last_layer_bits"]),

@@ -10,7 +10,7 @@ import math
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm.std import tqdm
 
 from .data import ImageData, augment_batch
 
@@ -28,31 +28,43 @@ def set_threads(threads: int) -> None:
 
 def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batch_size: int,
                 lr: float, momentum: float, weight_decay: float, augment: str, seed: int,
-                device: torch.device, progress: bool = False, desc: str = "train") -> dict:
-    """Train `model` in place on the training-pool examples selected by the bool mask `members`."""
+                device: torch.device, progress: bool = False, desc: str = "train",
+                log=None) -> dict:
+    """Train `model` in place on the training-pool examples selected by the bool mask `members`.
+
+    Images stay uint8 on the device; each batch is augmented (zero padding, as for the raw
+    images) and normalised as whole-tensor operations. `log(line)` receives one line per epoch.
+    """
     gen = torch.Generator().manual_seed(seed)
     idx = torch.from_numpy(members).nonzero().squeeze(1)
-    x = data.normalize(data.x_train[idx]).to(device)
+    x = data.x_train[idx].to(device)
     y = data.y_train[idx].to(device)
     n = len(idx)
     steps_per_epoch = math.ceil(n / batch_size)
     total = epochs * steps_per_epoch
     model.to(device).train()
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     loss_fn = nn.CrossEntropyLoss()
     use_amp = device.type == "cuda"
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         order = torch.randperm(n, generator=gen).to(device)
         for s in range(steps_per_epoch):
             b = order[s * batch_size:(s + 1) * batch_size]
-            xb = augment_batch(x[b], augment, gen)
+            xb = data.normalize(augment_batch(x[b], augment, gen))
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = loss_fn(model(xb), y[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+        if log is not None:
+            log(f"epoch {epoch + 1}/{epochs} last-batch loss {float(loss.detach()):.4f} lr {sched.get_last_lr()[0]:.5f}")
     model.eval()
     return {"train_examples": n, "final_loss": float(loss.detach())}
 

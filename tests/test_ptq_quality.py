@@ -23,7 +23,7 @@ METHODS = ("rtn", "adaround", "brecq", "obc")
 
 @pytest.fixture(scope="module")
 def table():
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # 2 OpenMP threads stall badly on a shared, oversubscribed CPU
     cfg = StudyConfig(**DEFAULT_PRESET)
     data = load_digits_data(cfg.test_fraction)
     rows = []
