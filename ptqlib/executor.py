@@ -40,7 +40,13 @@ def _run_guarded(cfg: StudyConfig, job: Job) -> tuple[str, str | None]:
         return job.key, tb
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, counter=None, gpus: int = 0) -> None:
+    """Per-worker set-up: torch threads, and on GPU machines one card per worker in turn."""
+    if counter is not None and gpus:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # before CUDA is first used
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -74,9 +80,17 @@ def run_jobs(cfg: StudyConfig, jobs: Iterable[Job], desc: str = "jobs") -> None:
                 failures.append((job, tb))
             bar.update()
     elif cfg.executor == "process":
+        import multiprocessing as mp
+
+        import torch
+
         by_key = {j.key: j for j in pending}
-        with ProcessPoolExecutor(max_workers=cfg.workers, initializer=_init_worker,
-                                 initargs=(cfg.worker_threads,)) as pool:
+        gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
+        # fork is fast on CPU; CUDA needs fresh (spawned) processes
+        ctx = mp.get_context("spawn" if gpus else "fork")
+        counter = ctx.Value("i", 0)
+        with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(cfg.worker_threads, counter, gpus)) as pool:
             futures = {pool.submit(_run_guarded, cfg, j) for j in pending}
             while futures:
                 done, futures = wait(futures, return_when=FIRST_COMPLETED)
