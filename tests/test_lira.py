@@ -191,7 +191,9 @@ def test_named_functions_match_the_attack_table():
     np.testing.assert_array_equal(lira.lira_offline_one_sided(shadow, keep, target),
                                   lira.ATTACKS["offline_one_sided"](shadow, keep, target))
     np.testing.assert_array_equal(lira.global_threshold(shadow, keep, target), target.mean(axis=1))
-    assert set(lira.ATTACK_LABELS) == set(lira.ATTACKS)
+    # every LiRA variant plus RMIA (dispatched by ptqlib.threat) has a label and is a valid config value
+    from ptqlib.config import ATTACKS as CONFIG_ATTACKS
+    assert set(lira.ATTACK_LABELS) == set(lira.ATTACKS) | {"rmia"} == set(CONFIG_ATTACKS)
 
 
 @pytest.mark.parametrize("exclude", [0, 5, [1, 6]])
