@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from . import stats
+from .config import METHODS as METHOD_ORDER
 from .lira import ATTACK_LABELS
 from .metrics import LOW_FPRS, too_few_nonmembers
 
@@ -17,11 +18,12 @@ THREAT_LABELS = {"fp_shadows": "FP shadows (paper)", "matched_shadows": "matched
 def _recipe_order(df: pd.DataFrame) -> pd.DataFrame:
     """By threat model, then FP32 first, by method, descending bits, plain before decoupled."""
     threat_rank = {t: k for k, t in enumerate(THREAT_LABELS)}
-    key = df.assign(_threat=df["threat_model"].map(threat_rank), _fp=df["method"] != "fp32",
+    method_rank = {m: k for k, m in enumerate(("fp32",) + METHOD_ORDER)}
+    key = df.assign(_threat=df["threat_model"].map(threat_rank), _method=df["method"].map(method_rank),
                     _last=df["last_layer_bits"].fillna(0))
-    return key.sort_values(["_threat", "_fp", "method", "bits", "_last"],
-                           ascending=[True, True, True, False, True], kind="stable").drop(
-        columns=["_threat", "_fp", "_last"]).reset_index(drop=True)
+    return key.sort_values(["_threat", "_method", "bits", "_last"],
+                           ascending=[True, True, False, True], kind="stable").drop(
+        columns=["_threat", "_method", "_last"]).reset_index(drop=True)
 
 
 GROUP_KEYS = ["threat_model"] + RECIPE_KEYS + ["attack"]

@@ -86,8 +86,8 @@ def run_jobs(cfg: StudyConfig, jobs: Iterable[Job], desc: str = "jobs") -> None:
 
         by_key = {j.key: j for j in pending}
         gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
-        # fork is fast on CPU; CUDA needs fresh (spawned) processes
-        ctx = mp.get_context("spawn" if gpus else "fork")
+        # fresh interpreters: never fork a notebook kernel, and CUDA needs unforked processes
+        ctx = mp.get_context("spawn")
         counter = ctx.Value("i", 0)
         with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(cfg.worker_threads, counter, gpus)) as pool:

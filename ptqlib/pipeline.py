@@ -218,6 +218,13 @@ def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) ->
     if p["method"] != "rtn":
         calib = calibration_set(cfg, data, np.load(source / "keep.npy"), model_seed(cfg, src["role"], src["index"]))
     qmodel, qweights = quantize_model(model, p["method"], plan, calib, **method_options(cfg, p["method"]))
+    if p.get("bn_reestimate"):  # the authors' OBC path: 1024 training images, members and non-members
+        from .ptq.bn import reestimate_batchnorm
+
+        gen = torch.Generator().manual_seed(model_seed(cfg, src["role"], src["index"]) + 1)
+        pick = torch.randperm(len(data.x_train), generator=gen)[:1024]
+        with torch.no_grad():
+            reestimate_batchnorm(qmodel, data.normalize(data.x_train[pick]))
     _save_model(qmodel, out)
     torch.save({n: {"codes": q.codes.to(torch.uint8 if q.grid.levels <= 256 else torch.int32),
                     "scale": q.grid.scale, "zero": q.grid.zero, "levels": q.grid.levels}
@@ -227,6 +234,9 @@ def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) ->
                for n, q in qweights.items()}
     return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
             "label": recipe_label(p["method"], p["bits"], p["last_layer_bits"]),
+            "algorithm": {n: getattr(q, "algorithm", p["method"]) for n, q in qweights.items()},
+            "method_stats": {n: getattr(q, "stats", None) for n, q in qweights.items()},
+            "bn_reestimated": bool(p.get("bn_reestimate")),
             "source": {"role": src["role"], "index": src["index"]}}
 
 

@@ -84,7 +84,8 @@ def run(preset: str | Path, stages: list[str] | None = None, progress_bar: bool 
         todo = ""
         if stage in row.index:
             r = row.loc[stage]
-            eta = f", about {r['est. left (s)']:.0f} s left" if r["est. left (s)"] and r["pending"] else ""
+            left = r["est. left (s)"]
+            eta = f", about {left:.0f} s left" if r["pending"] and left == left and left else ""  # NaN-safe
             todo = f" ({r['done']}/{r['jobs']} jobs done{eta})"
         print(f"[{i}/{len(stages)}] {stage}{todo} ...", flush=True)
         out_nb = report_dir / NOTEBOOKS[stage]
