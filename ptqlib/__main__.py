@@ -41,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
             manage.clean(cfg, yes=args.yes)
             return 0
         stages = runner.parse_stages(args.stages)
-        load_preset(args.preset)  # fail fast, before importing the heavy machinery
+        cfg = load_preset(args.preset)  # fail fast, before importing the heavy machinery
+        if cfg.dataset != "digits" and not cfg.download:
+            from .datasets_disk import check_available
+
+            try:
+                check_available(cfg)
+            except ConfigError as err:
+                raise ConfigError(f"{args.preset}: {err}") from None
         return runner.run(args.preset, stages, progress_bar=not args.no_progress)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ class StudyConfig:
     seed: int = 0
     num_targets: int = 8
     num_shadows: int = 32
+    shadow_masks: str = "argsort"  # argsort (the reference: depends on M) | paired (raising M reuses shadows)
     # training recipe
     epochs: int = 40
     batch_size: int = 64
@@ -211,6 +213,7 @@ def validate(raw: dict) -> StudyConfig:
     for t in v["threat_models"]:
         _choice("threat_models", t, THREAT_MODELS)
     _choice("calib_source", v["calib_source"], CALIB_SOURCES)
+    _choice("shadow_masks", v["shadow_masks"], ("argsort", "paired"))
     _choice("brecq_loss", v["brecq_loss"], ("mse", "fisher"))
     for b in v["bits"]:
         if not _bits_ok(b):
@@ -259,7 +262,35 @@ def validate(raw: dict) -> StudyConfig:
         _fail("arch", f"{v['arch']!r} does not fit the 8x8 digits; use 'digits_cnn'")
     if v["dataset"] != "digits" and v["arch"] == "digits_cnn":
         _fail("arch", f"'digits_cnn' only fits dataset 'digits'; use one of {list(ARCHS[1:])}")
+    _check_calibration(v)
     return StudyConfig(**v)
+
+
+# training pool and test split sizes of the datasets whose sizes are known before loading them
+_KNOWN_SIZES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000), "tinyimagenet": (100_000, 10_000)}
+
+
+def split_sizes(v: dict) -> tuple[int, int] | None:
+    """(training pool, test split) sizes implied by the config, or None if only the data knows."""
+    if v["dataset"] == "digits":
+        test = math.ceil(1797 * v["test_fraction"])  # as sklearn's train_test_split rounds
+        return 1797 - test, test
+    if v["dataset"] not in _KNOWN_SIZES:
+        return None
+    pool, test = _KNOWN_SIZES[v["dataset"]]
+    return (min(pool, v["train_subset"] or pool), min(test, v["test_subset"] or test))
+
+
+def _check_calibration(v: dict) -> None:
+    """calib_samples must fit in the calibration source (reconstruction methods only)."""
+    sizes = split_sizes(v)
+    if sizes is None or all(m == "rtn" for m in v["methods"]):
+        return
+    available = sizes[0] // 2 if v["calib_source"] == "members" else sizes[1]
+    if v["calib_samples"] > available:
+        where = "a target's members" if v["calib_source"] == "members" else "the held-out test split"
+        _fail("calib_samples", f"{v['calib_samples']} is larger than {where} ({available} examples on "
+                               f"{v['dataset']}); use at most {available}")
 
 
 def read_preset(path: str | Path) -> dict:

@@ -106,6 +106,20 @@ def balanced_masks(seed: int, num_models: int, n: int) -> np.ndarray:
     return rank < num_models // 2
 
 
+def paired_mask(seed: int, index: int, n: int) -> np.ndarray:
+    """Members of shadow `index` under the paired design: models 2p and 2p+1 split one random
+    permutation of the pool into complementary halves.
+
+    Every example is then IN for exactly M/2 of any even number M of shadows, and a model's mask
+    does not depend on M: raising M keeps every existing shadow (and its trained weights).
+    """
+    pair, side = divmod(index, 2)
+    perm = np.random.default_rng([seed, 3, pair, n]).permutation(n)
+    keep = np.zeros(n, dtype=bool)
+    keep[perm[: n // 2] if side == 0 else perm[n // 2:]] = True
+    return keep
+
+
 # ---------------------------------------------------------------- augmentation
 
 def shift_batch(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int, mode: str) -> torch.Tensor:

@@ -18,7 +18,8 @@ from tqdm.std import tqdm
 
 from . import lira, metrics, threat
 from .config import StudyConfig
-from .data import ImageData, augment_batch, balanced_masks, load_dataset, query_views, target_mask
+from .data import (ImageData, augment_batch, balanced_masks, load_dataset, paired_mask, query_views,
+                   target_mask)
 from .models import build_model, quantizable_layers
 from .quantize import layer_bits_plan, quantize_model, recipe_label
 from .store import Job, Store
@@ -73,8 +74,9 @@ def target_jobs(cfg: StudyConfig) -> list[Job]:
 
 
 def shadow_jobs(cfg: StudyConfig) -> list[Job]:
-    return [Job("train", {**_training_params(cfg), "role": "shadow", "index": i,
-                          "num_models": cfg.num_shadows})
+    """Shadow i's job. With paired masks its membership (hence its key) is independent of M."""
+    size = {"num_models": cfg.num_shadows} if cfg.shadow_masks == "argsort" else {"masks": "paired"}
+    return [Job("train", {**_training_params(cfg), "role": "shadow", "index": i, **size})
             for i in range(cfg.num_shadows)]
 
 
@@ -82,6 +84,8 @@ def membership(cfg: StudyConfig, params: dict, n: int) -> np.ndarray:
     """Members of the model a train job's params describe (derived from seed, index, sizes)."""
     if params["role"] == "target":
         return target_mask(cfg.seed, params["index"], n)
+    if params.get("masks") == "paired":
+        return paired_mask(cfg.seed, params["index"], n)
     return balanced_masks(cfg.seed, params["num_models"], n)[params["index"]]
 
 

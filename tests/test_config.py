@@ -22,6 +22,18 @@ BAD_PRESETS = [
     ("symmetric: maybe\n", "symmetric: expected true or false"),
     ("bits: [4, 2\nepochs: 3\n", "YAML syntax error at line"),
     ("test_fraction: 1.5\n", "test_fraction: 1.5 must lie strictly between 0 and 1"),
+    ("methods: [adaround]\ncalib_samples: 2000\n",
+     "calib_samples: 2000 is larger than a target's members (673 examples on digits); use at most 673"),
+    ("methods: [obc]\ncalib_source: holdout\ncalib_samples: 500\n",
+     "calib_samples: 500 is larger than the held-out test split (450 examples on digits)"),
+    ("dataset: cifar10\narch: resnet18\ndata_root: /nonexistent\n",
+     "data_root: /nonexistent/cifar-10-batches-py not found; expected torchvision's CIFAR-10 python layout"),
+    ("dataset: tinyimagenet\narch: resnet18\ndata_root: /nonexistent\n",
+     "data_root: /nonexistent/tiny-imagenet-200 not found"),
+    ("executor: slurm\n", "executor: 'slurm' is not one of ['serial', 'process', 'ray']"),
+    ("threat_models: [psychic]\n", "threat_models: 'psychic' is not one of"),
+    ("queries: random\nquery_count: 0\n", "query_count: 0 must be at least 1"),
+    ("dataset: cifar10\narch: digits_cnn\n", "arch: 'digits_cnn' only fits dataset 'digits'"),
 ]
 
 

@@ -50,3 +50,25 @@ def test_query_views_shift_and_mirror():
     v = query_views(x, "shift", 1)
     right = [i for i, vv in enumerate(v) if torch.equal(vv[..., :-1], x[..., 1:])]
     assert len(right) == 1
+
+
+def test_paired_masks_balanced_for_every_even_m_and_nested():
+    from ptqlib.data import paired_mask
+    n = 101
+    masks = np.stack([paired_mask(7, i, n) for i in range(12)])
+    for m in (2, 4, 8, 12):
+        assert (masks[:m].sum(0) == m // 2).all()
+    assert np.array_equal(masks[0], ~masks[1])  # a pair splits the pool
+    assert np.array_equal(paired_mask(7, 5, n), masks[5])
+
+
+def test_raising_m_with_paired_masks_reuses_every_shadow():
+    from ptqlib import pipeline
+    from ptqlib.config import validate
+    small = pipeline.shadow_jobs(validate({"shadow_masks": "paired", "num_shadows": 8}))
+    large = pipeline.shadow_jobs(validate({"shadow_masks": "paired", "num_shadows": 16}))
+    assert [j.key for j in small] == [j.key for j in large[:8]]
+    # with the reference's argsort design every mask (so every job) changes with M
+    a8 = pipeline.shadow_jobs(validate({"num_shadows": 8}))
+    a16 = pipeline.shadow_jobs(validate({"num_shadows": 16}))
+    assert not set(j.key for j in a8) & set(j.key for j in a16)

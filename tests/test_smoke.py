@@ -36,7 +36,7 @@ def test_smoke_runs_all_stages_and_renders_reports(smoke_run):
     analysis = (report / "05_analysis.html").read_text()
     assert "non-members per target" in analysis  # the n * FPR < 10 warning is visible
     # every job directory is complete (marker) and carries provenance
-    for job_dir in (work / "artifacts").glob("*/*"):
+    for job_dir in (work / "artifacts").glob("[!.]*/[!.]*"):  # skip .locks and temporaries
         assert (job_dir / "COMPLETE").is_file() and (job_dir / "meta.json").is_file()
 
 
