@@ -125,6 +125,11 @@ def needs_quantized_shadows(cfg: StudyConfig) -> bool:
     return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out"))
 
 
+def all_quantize_jobs(cfg: StudyConfig) -> list[tuple[int, dict, Job]]:
+    """The quantize stage's jobs: every target, and every shadow for the adaptive threat models."""
+    return quantize_jobs(cfg, "target") + (quantize_jobs(cfg, "shadow") if needs_quantized_shadows(cfg) else [])
+
+
 def query_job(cfg: StudyConfig, model_job: Job) -> Job:
     params = {"queries": cfg.queries}
     if cfg.queries in ("shift", "mirror_shift"):
@@ -155,9 +160,9 @@ def attack_job(cfg: StudyConfig) -> Job:
 
 def stage_jobs(cfg: StudyConfig) -> dict[str, list[Job]]:
     """Every job of the preset, by the stage that runs it."""
-    quantize = quantize_jobs(cfg, "target") + (quantize_jobs(cfg, "shadow") if needs_quantized_shadows(cfg) else [])
     queries = [query_job(cfg, j) for _, _, j in shadow_models(cfg) + attacked_models(cfg, "target")]
-    return {"train": target_jobs(cfg), "shadows": shadow_jobs(cfg), "quantize": [j for _, _, j in quantize],
+    return {"train": target_jobs(cfg), "shadows": shadow_jobs(cfg),
+            "quantize": [j for _, _, j in all_quantize_jobs(cfg)],
             "attack": queries + [attack_job(cfg)], "analysis": []}
 
 
@@ -208,7 +213,7 @@ def calibration_set(cfg: StudyConfig, data: ImageData, members: np.ndarray, seed
     gen = torch.Generator().manual_seed(seed)
     pool = data.x_train[torch.from_numpy(members)] if cfg.calib_source == "members" else data.x_test
     pick = torch.randperm(len(pool), generator=gen)[: cfg.calib_samples]
-    return augment_batch(data.normalize(pool[pick]), cfg.augment, gen)
+    return data.normalize(augment_batch(pool[pick], cfg.augment, gen))  # as in training: uint8 first
 
 
 def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> dict:
@@ -305,10 +310,9 @@ def run_quantize(cfg: StudyConfig, store: Store) -> pd.DataFrame:
     """Stage 3: every target (and, for the adaptive threat models, every shadow) quantized
     with every recipe (method, bits, last-layer bits)."""
     _require_all(store, target_jobs(cfg), "target model", "train")
-    jobs = quantize_jobs(cfg, "target")
     if needs_quantized_shadows(cfg):
         _require_all(store, shadow_jobs(cfg), "shadow model", "shadows")
-        jobs += quantize_jobs(cfg, "shadow")
+    jobs = all_quantize_jobs(cfg)
     _run(cfg, [j for _, _, j in jobs], "quantize")
     rows = []
     for i, recipe, job in jobs:
