@@ -109,7 +109,7 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
 
     rows = summary_df[(summary_df["attack"] == attack) & (summary_df["threat_model"] == "fp_shadows")].copy()
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 4.6))
+        _, ax = plt.subplots(figsize=(8.4, 4.8))
     positive = rows.loc[rows["tpr@0.001"] > 0, "tpr@0.001"]
     floor = 0.5 * (positive.min() if len(positive) else 1e-3)  # where a zero TPR is drawn on the log axis
     methods = [m for m in rows["method"].unique() if m != "fp32"]
@@ -133,7 +133,8 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
     ax.set_xlabel("test accuracy (%)")
     ax.set_ylabel("TPR at 0.1% FPR (%), log scale")
     ax.set_title(f"Privacy vs. utility ({ATTACK_LABELS[attack]}); open markers: 8-bit last layer")
-    ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.legend(fontsize=7, ncol=1 if len(rows) <= 16 else 2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0)
     ax.grid(True, which="both", alpha=0.3)
     return ax
 
