@@ -65,6 +65,8 @@ def check_available(cfg) -> None:
         if missing:
             raise ConfigError(f"data_root: {where} lacks {', '.join(missing)}; expected torchvision's "
                               f"{spec['title']} python layout ({files}); {how}")
+        for f in spec["train"] + spec["test"]:  # a malformed pickle fails here, before any compute
+            _read_cifar_file(where / f, spec["label_key"], spec["classes"])
     elif cfg.dataset == "tinyimagenet":
         where = _dataset_dir(root, TINY_FOLDER)
         how = (f"download tiny-imagenet-200.zip from http://cs231n.stanford.edu/tiny-imagenet-200.zip "

@@ -115,3 +115,18 @@ def test_notebook_parameter_cells_match_config_defaults():
         for k, v in values.items():
             assert v == defaults[k], (nb_path, k)
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+
+
+def test_malformed_cifar_fails_before_compute(tmp_path, cli):
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(b"not a pickle")
+    preset = tmp_path / "c.yaml"
+    preset.write_text(f"dataset: cifar10\narch: resnet18\ndata_root: {tmp_path / 'data'}\n"
+                      f"store: {tmp_path / 'store'}\nreports: {tmp_path / 'reports'}\n")
+    proc = cli("run", str(preset))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "data_batch_1 is not a readable CIFAR pickle" in lines[0]
+    assert not (tmp_path / "store").exists() and not (tmp_path / "reports").exists()
