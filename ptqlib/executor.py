@@ -86,8 +86,10 @@ def run_jobs(cfg: StudyConfig, jobs: Iterable[Job], desc: str = "jobs") -> None:
 
         by_key = {j.key: j for j in pending}
         gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
-        # fresh interpreters: never fork a notebook kernel, and CUDA needs unforked processes
-        ctx = mp.get_context("spawn")
+        # Workers fork from a clean server that imported ptqlib (torch included) once: never a fork
+        # of a notebook kernel, no CUDA context inherited, and no per-worker import cost.
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["ptqlib.pipeline"])
         counter = ctx.Value("i", 0)
         with ProcessPoolExecutor(max_workers=cfg.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(cfg.worker_threads, counter, gpus)) as pool:
