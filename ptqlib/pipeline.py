@@ -241,6 +241,10 @@ def _quantize(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) ->
     weights = {n: m.weight.detach() for n, m in quantizable_layers(model)}
     rel_err = {n: float((q.weight(weights[n].shape) - weights[n]).norm() / weights[n].norm())
                for n, q in qweights.items()}
+    with open(out / "log.txt", "w") as log:
+        for n, q in qweights.items():
+            print(f"{n}: {q.grid.levels} levels by {getattr(q, 'algorithm', p['method'])}, relative weight "
+                  f"error {rel_err[n]:.4f}, stats {getattr(q, 'stats', None)}", file=log)
     return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
             "label": recipe_label(p["method"], p["bits"], p["last_layer_bits"]),
             "algorithm": {n: getattr(q, "algorithm", p["method"]) for n, q in qweights.items()},
@@ -257,6 +261,8 @@ def _query(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> di
                             cfg.augment, cfg.seed)
         logits = torch.stack([predict_logits(model, v) for v in views], dim=1)  # (N, Q, C)
         np.save(out / name, logits.numpy().astype(np.float32))
+        with open(out / "log.txt", "a") as log:
+            print(f"{name}: {tuple(logits.shape)} logits from {len(views)} '{cfg.queries}' views", file=log)
     return {"views": len(views)}
 
 
@@ -400,6 +406,8 @@ def _attack_all(cfg: StudyConfig, store: Store, targets, shadows, out) -> dict:
                 record("leave_one_out", i, recipe, job, p.keep[k], by_attack)
 
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+    (out / "log.txt").write_text(f"{len(rows)} (threat model, target, recipe, attack) rows from "
+                                 f"{len(targets)} target and {len(shadows)} shadow models\n")
     np.save(out / "scores.npy", np.stack(score_rows))
     np.save(out / "members.npy", np.stack(member_rows))
     return {"rows": len(rows)}

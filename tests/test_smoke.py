@@ -38,6 +38,7 @@ def test_smoke_runs_all_stages_and_renders_reports(smoke_run):
     # every job directory is complete (marker) and carries provenance
     for job_dir in (work / "artifacts").glob("[!.]*/[!.]*"):  # skip .locks and temporaries
         assert (job_dir / "COMPLETE").is_file() and (job_dir / "meta.json").is_file()
+        assert (job_dir / "log.txt").stat().st_size > 0  # every job keeps its own log
 
 
 @pytest.mark.slow
