@@ -320,20 +320,19 @@ def run_quantize(cfg: StudyConfig, store: Store) -> pd.DataFrame:
         _require_all(store, shadow_jobs(cfg), "shadow model", "shadows")
     jobs = all_quantize_jobs(cfg)
     _run(cfg, [j for _, _, j in jobs], "quantize")
+    sources = {"target": target_jobs(cfg), "shadow": shadow_jobs(cfg)}
+    fp_acc = {}  # (role, index) -> FP32 test accuracy, read once per source model
     rows = []
     for i, recipe, job in jobs:
         meta = store.meta(job)
-        fp = store.meta(_source_job(cfg, meta["source"]))
-        rows.append({"model": f"{meta['source']['role']} {i}", **recipe, "label": meta["label"],
-                     "test_acc": meta["test_acc"], "fp32_test_acc": fp["test_acc"],
+        src = (meta["source"]["role"], meta["source"]["index"])
+        if src not in fp_acc:
+            fp_acc[src] = store.meta(sources[src[0]][src[1]])["test_acc"]
+        rows.append({"model": f"{src[0]} {i}", **recipe, "label": meta["label"],
+                     "test_acc": meta["test_acc"], "fp32_test_acc": fp_acc[src],
                      "mean_rel_weight_error": float(np.mean(list(meta["relative_weight_error"].values()))),
                      "wall_s": meta["wall_s"]})
     return pd.DataFrame(rows)
-
-
-def _source_job(cfg: StudyConfig, source: dict) -> Job:
-    jobs = target_jobs(cfg) if source["role"] == "target" else shadow_jobs(cfg)
-    return jobs[source["index"]]
 
 
 def _scores(store: Store, job: Job, labels: np.ndarray, split: str = "train") -> np.ndarray:
@@ -377,9 +376,10 @@ def _attack_all(cfg: StudyConfig, store: Store, targets, shadows, out) -> dict:
 
     def record(threat_model, index, recipe, model_job, keep, scores_by_attack):
         label = recipe_label(recipe["method"], recipe["bits"], recipe["last_layer_bits"])
+        test_acc = store.meta(model_job)["test_acc"]
         for attack, score in scores_by_attack.items():
             rows.append({"threat_model": threat_model, "target": index, "label": label, **recipe,
-                         "attack": attack, "test_acc": store.meta(model_job)["test_acc"],
+                         "attack": attack, "test_acc": test_acc,
                          **metrics.attack_metrics(score, keep)})
             score_rows.append(score)
             member_rows.append(keep)

@@ -26,11 +26,12 @@ class ShadowPool:
     _stats: dict = field(default_factory=dict, repr=False)
 
     def stats(self, exclude: int | None = None) -> lira.ShadowStats:
-        if exclude not in self._stats:
-            if exclude is not None:  # leave-one-out: keep only the pool-wide fit cached
-                return lira.fit_shadow_stats(self.scores, self.keep, exclude=exclude)
-            self._stats[exclude] = lira.fit_shadow_stats(self.scores, self.keep)
-        return self._stats[exclude]
+        """LiRA statistics of the pool (fitted once), or of the pool without model `exclude`."""
+        if exclude is not None:  # leave-one-out: one fit per target, nothing worth caching
+            return lira.fit_shadow_stats(self.scores, self.keep, exclude=exclude)
+        if "all" not in self._stats:
+            self._stats["all"] = lira.fit_shadow_stats(self.scores, self.keep)
+        return self._stats["all"]
 
 
 def _rmia(pool: ShadowPool, target_scores: np.ndarray, target_test_scores: np.ndarray | None,
