@@ -250,6 +250,9 @@ def validate(raw: dict) -> StudyConfig:
     for key in ("lr", "clip_norm", "adaround_lambda", "adaround_lr", "adaround_beta_start", "adaround_beta_end"):
         if v[key] <= 0:
             _fail(key, f"{v[key]} must be positive")
+    for key in ("adaround_beta_start", "adaround_beta_end"):
+        if v[key] < 1:
+            _fail(key, f"{v[key]} must be >= 1 (|2h - 1|^beta has an unbounded derivative below 1)")
     if not 0 <= v["momentum"] < 1:
         _fail("momentum", f"{v['momentum']} must lie in [0, 1)")
     if v["weight_decay"] < 0:

@@ -34,6 +34,7 @@ BAD_PRESETS = [
     ("threat_models: [psychic]\n", "threat_models: 'psychic' is not one of"),
     ("queries: random\nquery_count: 0\n", "query_count: 0 must be at least 1"),
     ("dataset: cifar10\narch: digits_cnn\n", "arch: 'digits_cnn' only fits dataset 'digits'"),
+    ("adaround_beta_end: 0.5\n", "adaround_beta_end: 0.5 must be >= 1"),
 ]
 
 

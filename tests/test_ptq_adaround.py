@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.ptq.adaround import (Rounding, beta_at, initial_logits, layer_forward, reconstruct,
+from ptqlib.ptq.adaround import (Adam, Rounding, beta_at, initial_logits, layer_forward, reconstruct,
                                  rectified_sigmoid, rounding_regularizer)
 from ptqlib.quantize import fit_grid, quantize_model, round_to_nearest
 
@@ -60,7 +60,8 @@ def test_beta_schedule():
     assert beta_at(600, 1000, 0.2, 20, 2) == pytest.approx(11)
 
 
-def test_manual_gradient_matches_autograd():
+@pytest.mark.parametrize("beta", [7.0, 2.0, 1.5])
+def test_manual_gradient_matches_autograd(beta):
     torch.manual_seed(1)
     w = torch.randn(6, 20)
     grid = fit_grid(w, 3)
@@ -69,18 +70,50 @@ def test_manual_gradient_matches_autograd():
         r.v.add_(torch.randn_like(r.v) * 2)  # some saturated, some not
     x = torch.randn(5, 20)
     target = torch.randn(5, 6)
-    lam, beta = 0.3, 7.0
+    lam = 0.3
     ws = r.soft_step()
-    ((x @ ws.T - target).square().sum(1).mean()).backward()
-    r.grad_v(ws, lam, beta)
-    manual = r.v.grad.clone()
-    v = r.v.detach().clone().requires_grad_(True)
+    (dw,) = torch.autograd.grad((x @ ws.T - target).square().sum(1).mean(), [ws])
+    manual = r.grad_v(dw, lam, beta)
+    v = r.v.clone().requires_grad_(True)
     h = rectified_sigmoid(v)
     inside = ((r.base >= 0) & (r.base <= grid.levels - 2)).float()
     soft = ((r.base + h * inside + (1 - inside) * h.detach()).clamp(0, grid.levels - 1) - grid.zero) * grid.scale
     loss = (x @ soft.T - target).square().sum(1).mean() + lam * rounding_regularizer(h, beta)
     loss.backward()
     assert torch.allclose(manual, v.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_soft_step_is_the_clamped_code_formula():
+    torch.manual_seed(3)
+    w = torch.randn(7, 30) * 3
+    grid = fit_grid(w, 3, norm=1.0)  # a tight grid: many weights are clipped
+    r = Rounding(w, grid)
+    with torch.no_grad():
+        r.v.add_(torch.randn_like(r.v) * 3)
+    h = rectified_sigmoid(r.v)
+    reference = ((r.base + h).clamp(0, grid.levels - 1) - grid.zero) * grid.scale
+    assert torch.allclose(r.soft_step(), reference, atol=1e-6)
+    assert bool(((r.base < 0) | (r.base > grid.levels - 2)).any())  # the clipped case is exercised
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_is_torch_adam(fused):
+    torch.manual_seed(4)
+    p0 = [torch.randn(5, 3), torch.randn(8)]
+    grads = [[torch.randn_like(p) for p in p0] for _ in range(30)]
+    mine = [p.clone() for p in p0]
+    ref = [p.clone().requires_grad_(True) for p in p0]
+    adam = Adam(mine, lr=0.05)
+    adam.fused = fused and adam.fused
+    opt = torch.optim.Adam(ref, lr=0.05, fused=fused)
+    for g in grads:
+        adam.step(g)
+        for p, gi in zip(ref, g):
+            p.grad = gi.clone()
+        opt.step()
+    for a, b in zip(mine, ref):
+        assert torch.allclose(a, b.detach(), atol=1e-6, rtol=1e-6)
+    assert torch.equal(adam.exp_avg[0], opt.state[ref[0]]["exp_avg"]) or not fused
 
 
 def test_zero_iterations_is_rtn():

@@ -16,6 +16,7 @@ model input.
 from __future__ import annotations
 
 import copy
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -57,10 +58,13 @@ def rounding_regularizer(h: torch.Tensor, beta: float) -> torch.Tensor:
 class Rounding:
     """Learnable down/up rounding of one layer's weights on a fixed per-channel grid.
 
-    The optimisation step does the chain rule V -> soft weight by hand (`soft_step` and
-    `grad_v`): autograd then only sees weight -> output -> loss, which keeps a step close to
-    the cost of one forward + backward of the layer. Gradient flows to V where h is not
-    saturated and both neighbouring grid points exist (a clipped weight has a fixed code).
+    Inside the grid's range the soft weight is `low + step * h` (h moves the code from the
+    grid point below W to the one above); a clipped weight has a fixed code (step 0). The
+    optimisation step does the chain rule V -> soft weight by hand (`soft_step`, `grad_v`;
+    nothing they touch requires grad, so no graph is recorded and no no_grad guard is
+    needed), so autograd only sees weight -> output -> loss and a step costs little more than one
+    forward + backward of the layer: on tiny layers every tensor operation counts, hence the
+    in-place arithmetic below.
     """
 
     def __init__(self, weight: torch.Tensor, grid: Grid):
@@ -69,42 +73,89 @@ class Rounding:
         x = w2d / grid.scale
         floor = torch.floor(x)
         self.base = floor + grid.zero  # code of the grid point just below W (before clamping)
-        self.v = initial_logits(x - floor).requires_grad_(True)
+        self.v = initial_logits(x - floor)
         inside = (self.base >= 0) & (self.base <= grid.levels - 2)
-        self._dscale = inside * grid.scale * (ZETA - GAMMA)  # d weight / d h, times d h / d raw sigmoid
+        self._low = (self.base.clamp(0, grid.levels - 1) - grid.zero) * grid.scale
+        self._step = inside * grid.scale  # d weight / d h
+        self._dstep = self._step * (ZETA - GAMMA)  # d weight / d (raw sigmoid)
+        self._gamma = torch.full((), GAMMA, device=self.v.device)  # 0-d constants: one fused op each
+        self._minus_one = torch.full((), -1.0, device=self.v.device)
         self._cache = None
 
     def soft_weight(self, h: torch.Tensor) -> torch.Tensor:
-        """The soft-rounded weight for a given h (differentiable; used by tests)."""
-        codes = torch.clamp(self.base + h, 0, self.grid.levels - 1)
-        return ((codes - self.grid.zero) * self.grid.scale).view(self.shape)
+        """The soft-rounded weight for a given h (differentiable in h)."""
+        return (self._low + self._step * h).view(self.shape)
 
-    @torch.no_grad()
     def soft_step(self) -> torch.Tensor:
-        """The current soft weight as a fresh leaf that collects d loss / d weight."""
+        """The current soft weight as a fresh leaf whose gradient `grad_v` takes."""
         sig = torch.sigmoid(self.v)
-        raw = sig * (ZETA - GAMMA) + GAMMA
-        h = raw.clamp(0.0, 1.0)
+        raw = torch.add(self._gamma, sig, alpha=ZETA - GAMMA)
+        h = F.hardtanh(raw, 0.0, 1.0)
         self._cache = (sig, raw, h)
-        w = self.soft_weight(h)
-        return w.requires_grad_(True)
+        return torch.addcmul(self._low, self._step, h).view(self.shape).requires_grad_(True)
 
-    @torch.no_grad()
-    def grad_v(self, w: torch.Tensor, lam: float, beta: float | None) -> None:
-        """Set v.grad from the weight's gradient, plus the regulariser's (if beta is not None)."""
+    def grad_v(self, dw: torch.Tensor | None, lam: float, beta: float | None) -> torch.Tensor:
+        """d loss / d V from the soft weight's gradient `dw` (from the last `soft_step`), plus
+        the regulariser's `lam * sum(1 - |2h - 1|^beta)` when beta is not None.
+
+        Written for speed on small tensors: no boolean masks (slow elementwise on CPU), the
+        clamp's derivative from hardtanh's backward kernel, |t|^(beta-1) as exp((beta-1) log|t|).
+        """
         sig, raw, h = self._cache
-        dh = torch.where((raw >= 0) & (raw <= 1), sig * (1 - sig), 0.0)  # d h / d V / (zeta - gamma)
-        g = (w.grad.view_as(dh) * self._dscale) if w.grad is not None else torch.zeros_like(dh)
-        if beta is not None:  # d/dV lam * sum(1 - |2h - 1|^beta)
-            t = 2 * h - 1
-            g = g - (2 * lam * beta * (ZETA - GAMMA)) * t.abs().pow(beta - 1) * torch.sign(t)
-        self.v.grad = g * dh
+        g = dw.view_as(h) * self._dstep if dw is not None else torch.zeros_like(h)
+        if beta is not None:  # d/d raw of -lam |2h - 1|^beta = -2 lam beta |t|^(beta-1) sign(t)
+            t = torch.add(self._minus_one, h, alpha=2.0)
+            if beta > 2:  # = t |t|^(beta-2), which is 0 at t = 0
+                odd = t.abs().log_().mul_(beta - 2).exp_().mul_(t)
+            else:
+                odd = t.abs().log_().mul_(beta - 1).exp_().mul_(torch.sign(t)) if beta != 1 else torch.sign(t)
+            g.add_(odd, alpha=-2 * lam * beta * (ZETA - GAMMA))
+        g.mul_(torch.addcmul(sig, sig, sig, value=-1.0))  # d sigmoid / d V = sig (1 - sig)
+        return torch.ops.aten.hardtanh_backward(g, raw, 0.0, 1.0)  # 0 where h is clamped
 
     def hard_codes(self) -> torch.Tensor:
-        return torch.clamp(self.base + (self.v.detach() >= 0).float(), 0, self.grid.levels - 1)
+        return torch.clamp(self.base + (self.v >= 0).float(), 0, self.grid.levels - 1)
 
     def quantized(self) -> QuantizedWeight:
         return QuantizedWeight(self.grid, self.hard_codes())
+
+
+class Adam:
+    """torch.optim.Adam's update (no weight decay) on plain tensors, with the moments kept here.
+
+    Uses the fused kernel `torch.optim.Adam(fused=True)` runs (one call per step for all
+    tensors) and falls back to the same arithmetic in a few in-place operations where that
+    kernel does not exist for the device. Skipping the optimizer's Python machinery matters
+    when a step of a tiny layer costs tens of microseconds.
+    """
+
+    def __init__(self, params: list[torch.Tensor], lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
+        self.params, self.lr, self.betas, self.eps = params, lr, betas, eps
+        self.exp_avg = [torch.zeros_like(p) for p in params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        self.t = torch.zeros((), dtype=torch.float32, device=params[0].device)
+        self.fused = hasattr(torch, "_fused_adam_")
+
+    def state(self, i: int) -> dict:
+        return {"step": self.t, "exp_avg": self.exp_avg[i], "exp_avg_sq": self.exp_avg_sq[i]}
+
+    def step(self, grads: list[torch.Tensor]) -> None:
+        self.t.add_(1)
+        b1, b2 = self.betas
+        if self.fused:
+            try:
+                torch._fused_adam_(self.params, grads, self.exp_avg, self.exp_avg_sq, [], [self.t] * len(grads),
+                                   lr=self.lr, beta1=b1, beta2=b2, weight_decay=0.0, eps=self.eps,
+                                   amsgrad=False, maximize=False)
+                return
+            except (RuntimeError, NotImplementedError):
+                self.fused = False  # no fused kernel for this device: the same update below
+        t = float(self.t)
+        bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+        for p, g, m, s in zip(self.params, grads, self.exp_avg, self.exp_avg_sq):
+            m.lerp_(g, 1 - b1)
+            s.mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.addcdiv_(m, s.sqrt().div_(bc2 ** 0.5).add_(self.eps), value=-self.lr / bc1)
 
 
 def _raw_h(v: torch.Tensor) -> torch.Tensor:
@@ -135,17 +186,38 @@ def _frozen_for_good(v: torch.Tensor, state: dict, lr: float, betas, remaining: 
     a = (b1 ** k / (1 - b1 ** (t + k))) / torch.sqrt(b2 ** k / (1 - b2 ** (t + k)))
     m, s = state["exp_avg"], state["exp_avg_sq"].sqrt()
     reach = torch.where(s > 0, m / s.clamp_min(1e-30), torch.zeros_like(m)) * (lr * float(a.sum()))
-    end = v.detach() - reach
-    h_now, h_end = rectified_sigmoid(v.detach()), _raw_h(end)
+    end = v - reach
+    h_now, h_end = rectified_sigmoid(v), _raw_h(end)
     same = torch.where(h_now >= 1, h_end > 1, h_end < 0)
     return bool(same.all())
 
 
-def _adam(params, lr):
+def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error summed over output channels (dim 1), averaged over everything else
+    (batch, positions); optionally weighted element-wise (BRECQ's Fisher weights)."""
+    per_channel_sum = out.numel() / out.shape[1]
+    if weight is None:
+        return F.mse_loss(out, target, reduction="sum") / per_channel_sum
+    return ((out - target).square() * weight).sum() / per_channel_sum
+
+
+INDEX_BLOCK = 1024  # batch indices drawn this many steps at a time
+
+
+@contextmanager
+def flush_denormals():
+    """Treat subnormal floats as 0 on this thread while inside (restored after).
+
+    Adam's first moment of a saturated V decays by 0.9 per step and turns subnormal after
+    some 700 steps; subnormal arithmetic is many times slower on x86, and the values it
+    would change are below 1e-38.
+    """
+    on = torch.set_flush_denormal(True)  # False where the CPU has no such mode
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(params, lr=lr)
+        yield
+    finally:
+        if on:
+            torch.set_flush_denormal(False)
 
 
 def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: torch.Tensor, *,
@@ -153,38 +225,35 @@ def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: tor
                 beta_end: float, weight: torch.Tensor | None = None, seed: int = 0, early_stop: bool = True) -> dict:
     """Optimise the roundings so that forward(x, soft weights) matches `target`.
 
-    Loss per batch: sum over output channels (dim 1) of the squared error, mean over the
-    rest (batch, positions), optionally weighted element-wise by `weight` (Fisher), plus the
-    rounding regulariser. Returns {"iters_run", "early_stop", "rec_loss"}.
+    Loss per batch: `reconstruction_loss` plus the rounding regulariser (after the warm-up).
+    Returns {"iters_run", "early_stop", "rec_loss"}.
     """
     if iters == 0 or not roundings:
         return {"iters_run": 0, "early_stop": False, "rec_loss": float("nan")}
     params = [r.v for r in roundings]
-    opt = _adam(params, lr)
+    adam = Adam(params, lr)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     n = len(x)
     b = min(batch, n)
     warm = int(warmup * iters)
-    rec = torch.zeros(())
-    step = 0
-    for step in range(iters):
-        idx = torch.randint(n, (b,), generator=gen).to(x.device)
-        ws = [r.soft_step() for r in roundings]
-        out = forward(x[idx], ws)
-        err = (out - target[idx]).square()
-        if weight is not None:
-            err = err * weight[idx]
-        rec = err.sum(1).mean()
-        rec.backward()
-        beta = beta_at(step, iters, warmup, beta_start, beta_end)
-        for r, w in zip(roundings, ws):
-            r.grad_v(w, lam, beta)
-        opt.step()
-        if early_stop and step >= warm and (step + 1) % EARLY_STOP_EVERY == 0 and step + 1 < iters:
-            betas = opt.param_groups[0]["betas"]
-            if all(_frozen_for_good(p, opt.state[p], lr, betas, iters - step - 1) for p in params):
-                return {"iters_run": step + 1, "early_stop": True, "rec_loss": float(rec.detach())}
-    return {"iters_run": step + 1, "early_stop": False, "rec_loss": float(rec.detach())}
+    out = {"iters_run": iters, "early_stop": False}
+    with flush_denormals():
+        for step in range(iters):
+            if step % INDEX_BLOCK == 0:
+                block = torch.randint(n, (min(INDEX_BLOCK, iters - step), b), generator=gen).to(x.device)
+            idx = block[step % INDEX_BLOCK]
+            ws = [r.soft_step() for r in roundings]
+            rec = reconstruction_loss(forward(x.index_select(0, idx), ws), target.index_select(0, idx),
+                                      None if weight is None else weight.index_select(0, idx))
+            grads = torch.autograd.grad(rec, ws, allow_unused=True)  # nothing else (biases) is differentiated
+            beta = beta_at(step, iters, warmup, beta_start, beta_end)
+            adam.step([r.grad_v(g, lam, beta) for r, g in zip(roundings, grads)])
+            if early_stop and step >= warm and (step + 1) % EARLY_STOP_EVERY == 0 and step + 1 < iters:
+                if all(_frozen_for_good(p, adam.state(i), lr, adam.betas, iters - step - 1)
+                       for i, p in enumerate(params)):
+                    out = {"iters_run": step + 1, "early_stop": True}
+                    break
+    return {**out, "rec_loss": float(rec.detach())}
 
 
 # ---------------------------------------------------------------- carrying activations
