@@ -1,14 +1,22 @@
 """Shadows stage of the default preset on serial (2 threads), process (2 x 1) and ray (2 x 1),
 side by side in one run, plus Ray's fixed overhead per (empty) job.
 
-    .venv/bin/python benchmarks/bench_executors.py [--shadows 32] [--out benchmarks/results/executors.txt]
+    .venv/bin/python benchmarks/bench_executors.py [--shadows 32] [--repeats 2] [--out benchmarks/results/executors.txt]
 
 Each back-end trains the same shadows into its own fresh store, so all three do the same work.
+Rounds alternate the back-ends (serial, process, ray, serial, ...) so that drift in this shared
+machine's speed falls on all of them; each round's times and the median speed-ups are printed.
+Also measured: one model trained alone on 1 and on 2 threads, and two 1-thread trainings at
+once, which bound what 2 x 1 workers can gain over 1 x 2 threads on this CPU.
 """
 import argparse
 import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from ptqlib import pipeline
@@ -18,6 +26,49 @@ from ptqlib.store import Store
 
 def _noop(_):
     return None
+
+
+def ray_started() -> bool:
+    import ray
+    return ray.is_initialized()
+
+
+_ONE_MODEL = """
+import sys, time, torch
+from dataclasses import replace
+from ptqlib import pipeline
+from ptqlib.config import load_preset
+from ptqlib.data import load_dataset
+from ptqlib.training import train_model
+torch.set_num_threads(int(sys.argv[2]))
+cfg = load_preset(sys.argv[1])
+data = load_dataset(cfg)
+job = pipeline.shadow_jobs(cfg)[int(sys.argv[3])]
+keep = pipeline.membership(cfg, job.params, len(data.y_train))
+for rep in range(2):  # the first model in a process pays one-off set-up costs: report the second
+    torch.manual_seed(rep)
+    t0 = time.perf_counter()
+    train_model(pipeline.new_model(cfg, data), data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
+                seed=rep, device=torch.device("cpu"))
+print(time.perf_counter() - t0)
+"""
+
+
+def bounds(preset: str) -> list[str]:
+    """One model alone on 1 and 2 threads, and two 1-thread models at once (separate processes)."""
+    def launch(threads, index):
+        return subprocess.Popen([sys.executable, "-c", _ONE_MODEL, preset, str(threads), str(index)],
+                                stdout=subprocess.PIPE, text=True)
+    one = float(launch(1, 0).communicate()[0])
+    two = float(launch(2, 0).communicate()[0])
+    pair = [launch(1, 0), launch(1, 1)]
+    both = max(float(p.communicate()[0]) for p in pair)
+    ideal = 2 * two / both
+    return [f"  one model, 1 thread alone {one:.2f} s | 2 threads alone {two:.2f} s "
+            f"(2-thread speed-up {one / two:.2f}x) | two 1-thread models at once {both:.2f} s "
+            f"(each {both / one - 1:+.0%} vs alone)",
+            f"  => ceiling for 2 x 1 workers vs 1 x 2 threads on this CPU, before any executor cost: {ideal:.2f}x"]
 
 
 def ray_overhead(n_jobs: int = 1000) -> float:
@@ -36,28 +87,34 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--preset", default="params/default.yaml")
     ap.add_argument("--shadows", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/executors.txt")
     args = ap.parse_args()
     base = load_preset(args.preset)
-    lines = [f"shadows stage of {args.preset}: {args.shadows} shadows, {base.epochs} epochs, digits CNN"]
-    times = {}
-    for name, over in [("serial (2 threads)", {"executor": "serial", "threads": 2}),
-                       ("process (2 workers x 1 thread)", {"executor": "process", "workers": 2, "worker_threads": 1}),
-                       ("ray (2 workers x 1 thread)", {"executor": "ray", "workers": 2, "worker_threads": 1})]:
-        root = Path(tempfile.mkdtemp(prefix="bench-exec-"))
-        from dataclasses import replace
-        cfg = replace(base, num_shadows=args.shadows, store=str(root), **over)
-        if over["executor"] == "ray":
-            import ray
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        t0 = time.perf_counter()
-        pipeline.run_train_shadows(cfg, Store(cfg.store))
-        times[name] = time.perf_counter() - t0
-        shutil.rmtree(root, ignore_errors=True)
-        lines.append(f"  {name:34s} {times[name]:7.1f} s")
+    lines = [f"shadows stage of {args.preset}: {args.shadows} shadows, {base.epochs} epochs, digits CNN",
+             *bounds(args.preset)]
+    backends = [("serial (2 threads)", {"executor": "serial", "threads": 2}),
+                ("process (2 workers x 1 thread)", {"executor": "process", "workers": 2, "worker_threads": 1}),
+                ("ray (2 workers x 1 thread)", {"executor": "ray", "workers": 2, "worker_threads": 1})]
+    times = {name: [] for name, _ in backends}
+    for rnd in range(args.repeats):
+        for name, over in backends:
+            root = Path(tempfile.mkdtemp(prefix="bench-exec-"))
+            cfg = replace(base, num_shadows=args.shadows, store=str(root), **over)
+            if over["executor"] == "ray" and not ray_started():
+                import ray
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            t0 = time.perf_counter()
+            pipeline.run_train_shadows(cfg, Store(cfg.store))
+            times[name].append(time.perf_counter() - t0)
+            shutil.rmtree(root, ignore_errors=True)
+            lines.append(f"  round {rnd + 1}: {name:34s} {times[name][-1]:7.1f} s")
+            print(lines[-1], flush=True)
     serial = times["serial (2 threads)"]
-    for name, t in times.items():
-        lines.append(f"  speed-up vs serial, {name:22s} {serial / t:5.2f}x")
+    for name, ts in times.items():
+        ratios = [s / t for s, t in zip(serial, ts)]
+        lines.append(f"  speed-up vs serial, {name:34s} per round {' '.join(f'{r:.2f}x' for r in ratios)}"
+                     f"  median {statistics.median(ratios):.2f}x")
     per_job = ray_overhead()
     lines.append(f"ray fixed overhead per empty job: {1000 * per_job:.2f} ms (1000 jobs, 2 CPUs)")
     text = "\n".join(lines)

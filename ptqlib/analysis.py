@@ -1,6 +1,8 @@
 """Tables and figures of the study, each recomputable from the stored attack results."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -48,6 +50,11 @@ def pooled(df: pd.DataFrame, arrays: dict) -> pd.DataFrame:
     return _recipe_order(pd.DataFrame(rows))
 
 
+def mean_std_cells(rows: pd.DataFrame, metric: str) -> list[str]:
+    """'mean ± std' of a metric over targets, in percent, one string per row."""
+    return [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(rows[metric], rows[metric + "_std"])]
+
+
 def formatted(summary_df: pd.DataFrame, attack: str | None = None,
               threat_model: str | None = "fp_shadows") -> pd.DataFrame:
     """Human-readable 'mean ± std' table, percentages, a warning mark on thin low-FPR figures."""
@@ -62,7 +69,7 @@ def formatted(summary_df: pd.DataFrame, attack: str | None = None,
     })
     for col, name in [("test_acc", "test acc %"), ("tpr@0.001", "TPR@0.1%FPR %"),
                       ("tpr@0.01", "TPR@1%FPR %"), ("auc", "AUC %")]:
-        cells = [f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(rows[col], rows[col + "_std"])]
+        cells = mean_std_cells(rows, col)
         if col != "test_acc":  # bootstrap 95% interval over targets
             cells = [f"{c} [{100 * lo:.2f}, {100 * hi:.2f}]"
                      for c, lo, hi in zip(cells, rows[col + "_ci_low"], rows[col + "_ci_high"])]
@@ -94,11 +101,28 @@ def headline(summary_df: pd.DataFrame, attack: str) -> pd.DataFrame:
 def threat_model_table(summary_df: pd.DataFrame, attack: str, metric: str = "tpr@0.01") -> pd.DataFrame:
     """One row per recipe, one column per threat model: 'mean ± std' of `metric` in %."""
     rows = summary_df[summary_df["attack"] == attack]
-    cells = rows.assign(cell=[f"{100 * m:.2f} ± {100 * s:.2f}" for m, s in zip(rows[metric], rows[metric + "_std"])])
+    cells = rows.assign(cell=mean_std_cells(rows, metric))
     table = cells.pivot_table(index="label", columns="threat_model", values="cell", aggfunc="first", sort=False)
     table = table[[t for t in THREAT_LABELS if t in table.columns]].rename(columns=THREAT_LABELS)
     table.columns.name = f"{metric} (%), {ATTACK_LABELS[attack]}"
     return table
+
+
+REFERENCE_DIR = Path(__file__).parent / "reference_data"
+
+
+def paper_reference(dataset: str, arch: str) -> pd.DataFrame | None:
+    """The paper's published Fig. 1 points for this dataset and architecture, or None.
+
+    Read from `ptqlib/reference_data/*.csv` (columns dataset, arch, attack, method, bits,
+    test_acc_pct, tpr_at_0.1pct_fpr as a fraction); the paper publishes CIFAR-100 ResNet-18.
+    """
+    frames = [pd.read_csv(f) for f in sorted(REFERENCE_DIR.glob("*.csv"))]
+    if not frames:
+        return None
+    ref = pd.concat(frames, ignore_index=True)
+    ref = ref[(ref["dataset"] == dataset) & (ref["arch"] == arch)]
+    return ref.reset_index(drop=True) if len(ref) else None
 
 
 def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.DataFrame | None = None,
@@ -127,8 +151,12 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
                     fmt=markers.get(r["bits"], "o"), ms=8, capsize=3, color=palette[r["method"]],
                     mfc="white" if decoupled else palette[r["method"]], label=r["label"])
     if reference is not None and len(reference):
-        ax.scatter(reference["test_acc_pct"], 100 * reference["tpr_at_0.1pct_fpr"], marker="x",
-                   color="grey", label="paper (reference)")
+        ax.scatter(reference["test_acc_pct"], 100 * reference["tpr_at_0.1pct_fpr"].clip(lower=floor), marker="x",
+                   color="grey", label="the paper's Fig. 1")
+        for _, r in reference.iterrows():
+            name = "FP32" if r["method"] == "fp32" else f"{r['method']} {r['bits']:g}b"
+            ax.annotate(name, (r["test_acc_pct"], 100 * max(r["tpr_at_0.1pct_fpr"], floor)), fontsize=6,
+                        color="grey", xytext=(3, 3), textcoords="offset points")
     ax.set_yscale("log")
     ax.set_xlabel("test accuracy (%)")
     ax.set_ylabel("TPR at 0.1% FPR (%), log scale")

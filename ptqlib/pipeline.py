@@ -63,9 +63,10 @@ def model_seed(cfg: StudyConfig, role: str, index: int) -> int:
 # ---------------------------------------------------------------- job definitions
 
 def _training_params(cfg: StudyConfig) -> dict:
+    compiled = {"torch_compile": True} if cfg.torch_compile else {}  # compiled kernels round differently
     return {"arch": cfg.arch, "data": dataset_spec(cfg), "seed": cfg.seed, "epochs": cfg.epochs,
             "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum,
-            "weight_decay": cfg.weight_decay, "augment": cfg.augment}
+            "weight_decay": cfg.weight_decay, "augment": cfg.augment, **compiled}
 
 
 def target_jobs(cfg: StudyConfig) -> list[Job]:
@@ -197,7 +198,8 @@ def _train(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> di
     with open(out / "log.txt", "w") as log:
         stats = train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                             momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
-                            seed=seed, device=pick_device(cfg.device), log=lambda line: print(line, file=log))
+                            seed=seed, device=pick_device(cfg.device), compile_model=cfg.torch_compile,
+                            log=lambda line: print(line, file=log))
     model.cpu()
     np.save(out / "keep.npy", keep)
     _save_model(model, out)
@@ -389,21 +391,24 @@ def _attack_all(cfg: StudyConfig, store: Store, targets, shadows, out) -> dict:
 
     shadow_groups, target_groups = by_recipe(shadows), by_recipe(targets)
     fp_pool = pool(shadow_groups["fp32"])
-    for label, group in progress(target_groups.items(), "attack targets"):
-        t_pool = pool(group)
-        matched = fp_pool if label == "fp32" or "matched_shadows" not in cfg.threat_models \
-            else pool(shadow_groups[label])
+    # One recipe at a time: its shadow pool is read once and serves both matched shadows and
+    # leave-one-out, then is dropped (only the FP pool stays in memory throughout).
+    for label in progress(list(dict.fromkeys([*target_groups, *shadow_groups])), "attack recipes"):
+        needed = label != "fp32" and (
+            ("matched_shadows" in cfg.threat_models and label in target_groups) or
+            ("leave_one_out" in cfg.threat_models and label in shadow_groups))
+        s_pool = pool(shadow_groups[label]) if needed else fp_pool
+        group = target_groups.get(label, [])
+        t_pool = pool(group) if group else None
         for k, (i, recipe, job) in enumerate(group):
-            for threat_model, s_pool in (("fp_shadows", fp_pool), ("matched_shadows", matched)):
+            for threat_model, attackers in (("fp_shadows", fp_pool), ("matched_shadows", s_pool)):
                 if threat_model in cfg.threat_models:
                     record(threat_model, i, recipe, job, t_pool.keep[k], threat.attack_target(
-                        s_pool, t_pool.scores[k], cfg.attacks, test_scores(t_pool, k)))
-    if "leave_one_out" in cfg.threat_models:
-        for label, group in progress(shadow_groups.items(), "leave-one-out"):
-            p = pool(group)
-            for k, by_attack in threat.leave_one_out(p, cfg.attacks):
-                i, recipe, job = group[k]
-                record("leave_one_out", i, recipe, job, p.keep[k], by_attack)
+                        attackers, t_pool.scores[k], cfg.attacks, test_scores(t_pool, k)))
+        if "leave_one_out" in cfg.threat_models and label in shadow_groups:
+            for k, by_attack in threat.leave_one_out(s_pool, cfg.attacks):
+                i, recipe, job = shadow_groups[label][k]
+                record("leave_one_out", i, recipe, job, s_pool.keep[k], by_attack)
 
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     (out / "log.txt").write_text(f"{len(rows)} (threat model, target, recipe, attack) rows from "

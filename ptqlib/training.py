@@ -29,11 +29,12 @@ def set_threads(threads: int) -> None:
 def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batch_size: int,
                 lr: float, momentum: float, weight_decay: float, augment: str, seed: int,
                 device: torch.device, progress: bool = False, desc: str = "train",
-                log=None) -> dict:
+                log=None, compile_model: bool = False) -> dict:
     """Train `model` in place on the training-pool examples selected by the bool mask `members`.
 
     Images stay uint8 on the device; each batch is augmented (zero padding, as for the raw
     images) and normalised as whole-tensor operations. `log(line)` receives one line per epoch.
+    `compile_model` trains through `torch.compile(model)`: the same parameters, fused kernels.
     """
     gen = torch.Generator().manual_seed(seed)
     idx = torch.from_numpy(members).nonzero().squeeze(1)
@@ -49,6 +50,7 @@ def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batc
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     loss_fn = nn.CrossEntropyLoss()
+    forward = torch.compile(model) if compile_model else model
     use_amp = device.type == "cuda"
     for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         order = torch.randperm(n, generator=gen).to(device)
@@ -58,7 +60,7 @@ def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batc
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = loss_fn(model(xb), y[b])
+                loss = loss_fn(forward(xb), y[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

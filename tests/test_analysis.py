@@ -1,0 +1,45 @@
+"""The headline figure and the paper's published points drawn beside ours."""
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ptqlib import analysis  # noqa: E402
+
+
+def summary_rows():
+    rows = []
+    for method, bits, acc, tpr in [("fp32", 32, 0.99, 0.03), ("rtn", 4, 0.99, 0.02), ("rtn", 1.58, 0.92, 0.0),
+                                   ("obc", 1.58, 0.98, 0.001)]:
+        rows.append({"attack": "online", "threat_model": "fp_shadows", "method": method, "bits": bits,
+                     "last_layer_bits": np.nan, "label": "FP32" if method == "fp32" else f"{method} {bits}b",
+                     "test_acc": acc, "test_acc_std": 0.001, "tpr@0.001": tpr, "tpr@0.001_std": 0.001})
+    return pd.DataFrame(rows)
+
+
+def test_paper_reference_is_shipped_for_cifar100_resnet18_only():
+    ref = analysis.paper_reference("cifar100", "resnet18")
+    assert ref is not None and len(ref) == 10
+    assert set(ref["method"]) == {"fp32", "adaround", "brecq", "obc"}
+    fp = ref[ref["method"] == "fp32"].iloc[0]
+    assert fp["test_acc_pct"] == 70.05 and 0 < fp["tpr_at_0.1pct_fpr"] < 1  # a fraction, drawn as %
+    assert analysis.paper_reference("digits", "digits_cnn") is None
+    assert analysis.paper_reference("cifar100", "densenet121") is None
+
+
+def test_privacy_utility_plot_draws_the_reference_points():
+    ref = analysis.paper_reference("cifar100", "resnet18")
+    ax = analysis.privacy_utility_plot(summary_rows(), "online", reference=ref)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "the paper's Fig. 1" in labels and "FP32" in labels
+    notes = [t.get_text() for t in ax.texts]
+    assert len(notes) == len(ref) and "brecq 1.58b" in notes and "FP32" in notes
+    # a zero TPR (RTN 1.58b here) is drawn at the floor, not dropped from the log axis
+    ys = [y for bars in ax.containers for y in np.atleast_1d(bars.lines[0].get_ydata())]
+    assert len(ys) == 4 and min(ys) > 0
+
+
+def test_privacy_utility_plot_without_reference():
+    ax = analysis.privacy_utility_plot(summary_rows(), "online")
+    assert "the paper's Fig. 1" not in ax.get_legend_handles_labels()[1] and not ax.texts
