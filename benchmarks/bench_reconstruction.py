@@ -16,8 +16,8 @@ import time
 import torch
 
 from ptqlib.models import DigitsCNN, quantizable_layers, reconstruction_units
-from ptqlib.ptq.adaround import (Rounding, capture, layer_forward, reconstruct, reconstruction_loss,
-                                 run_chunked)
+from ptqlib.ptq.adaround import (Rounding, capture, layer_forward, layer_loss_and_grads, reconstruct,
+                                 reconstruction_loss, run_chunked)
 from ptqlib.ptq.bn import fold_batchnorm
 from ptqlib.ptq.brecq import soft_weights
 from ptqlib.quantize import fit_grid, quantize_model
@@ -34,8 +34,11 @@ def best(fn, repeats=5):
     return out
 
 
-def step_vs_fwd_bwd(module, layers, x, target, iters):
-    """(seconds per reconstruction step, seconds per forward+backward) on batches of 32."""
+def step_vs_fwd_bwd(module, layers, x, target, iters, loss_and_grads=None):
+    """(seconds per reconstruction step, seconds per forward+backward) on batches of 32.
+
+    The step is the library's: autograd through the unit (BRECQ), or the closed-form layer
+    gradient AdaRound uses (`loss_and_grads`); the baseline is autograd through the same module."""
     roundings = [Rounding(l.weight, fit_grid(l.weight.detach().flatten(1), 4)) for l in layers]
 
     def forward(xb, ws):
@@ -45,7 +48,8 @@ def step_vs_fwd_bwd(module, layers, x, target, iters):
 
     def run_steps():
         with soft_weights(layers):
-            reconstruct(forward, roundings, x, target, iters=iters, early_stop=False, **OPTS)
+            reconstruct(forward, roundings, x, target, iters=iters, early_stop=False,
+                        loss_and_grads=loss_and_grads, **OPTS)
 
     params = [l.weight for l in layers]
     gen = torch.Generator().manual_seed(0)
@@ -75,17 +79,27 @@ def main() -> str:
     fold_batchnorm(folded, x)
     h = x
     modules = dict(folded.named_modules())
+    totals = {"adaround": [0.0, 0.0], "brecq": [0.0, 0.0]}  # summed step, summed fwd+bwd
     for unit in reconstruction_units(folded):
         for name in unit.layers:  # AdaRound: the layer alone
             layer = modules[name]
             xin = capture(unit.module, layer, h, "input")
             y = capture(unit.module, layer, h, "output")
-            s, f = step_vs_fwd_bwd(lambda xb, l=layer: layer_forward(l, xb, l.weight), [layer], xin, y, args.iters)
+            s, f = step_vs_fwd_bwd(lambda xb, l=layer: layer_forward(l, xb, l.weight), [layer], xin, y, args.iters,
+                                   loss_and_grads=layer_loss_and_grads(layer))
             lines.append(f"  adaround layer {name:12s} step {s * 1e3:6.3f} ms  fwd+bwd {f * 1e3:6.3f} ms  ratio {s / f:4.2f}")
+            totals["adaround"][0] += s
+            totals["adaround"][1] += f
         y = run_chunked(unit.module, h)
-        s, f = step_vs_fwd_bwd(unit.module, [modules[n] for n in unit.layers], h, y, args.iters)
+        unit_layers = [modules[n] for n in unit.layers]
+        closed = layer_loss_and_grads(unit_layers[0]) if len(unit_layers) == 1 and unit.module is unit_layers[0] else None
+        s, f = step_vs_fwd_bwd(unit.module, unit_layers, h, y, args.iters, loss_and_grads=closed)
         lines.append(f"  brecq unit     {unit.name:12s} step {s * 1e3:6.3f} ms  fwd+bwd {f * 1e3:6.3f} ms  ratio {s / f:4.2f}")
+        totals["brecq"][0] += s
+        totals["brecq"][1] += f
         h = y
+    for method, (s, f) in totals.items():
+        lines.append(f"  {method} over the whole digits CNN (one step of every layer/unit): ratio {s / f:4.2f}")
     plan = {n: 2 for n, _ in quantizable_layers(model)}
     for method, iters in (("adaround", 300), ("brecq", 300), ("adaround", 1000), ("brecq", 1000),
                           ("obc", None), ("gptq", None)):

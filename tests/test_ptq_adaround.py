@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.ptq.adaround import (Adam, Rounding, beta_at, initial_logits, layer_forward, reconstruct,
+from ptqlib.ptq.adaround import (Adam, Rounding, autograd_loss_and_grads, beta_at, initial_logits, layer_forward,
+                                 layer_loss_and_grads, reconstruct,
                                  rectified_sigmoid, rounding_regularizer)
 from ptqlib.quantize import fit_grid, quantize_model, round_to_nearest
 
@@ -179,3 +180,26 @@ def test_unplanned_layers_stay_fp_and_grids_are_the_cores():
     assert torch.equal(dict(quantizable_layers(qmodel))[names[0]].weight, dict(quantizable_layers(model))[names[0]].weight)
     rtn = round_to_nearest(model, {n: 4 for n in plan})  # 2 bits = 4 levels
     assert all(torch.equal(qw[n].grid.scale, rtn[n].grid.scale) for n in plan)
+
+
+@pytest.mark.parametrize("make_layer,shape", [
+    (lambda: nn.Linear(20, 6), (16, 20)),
+    (lambda: nn.Linear(20, 6, bias=False), (16, 20)),
+    (lambda: nn.Conv2d(4, 8, 3, padding=1), (16, 4, 6, 6)),
+    (lambda: nn.Conv2d(4, 8, 3, stride=2, padding=1, dilation=1, bias=False), (16, 4, 7, 7)),
+    (lambda: nn.Conv2d(4, 8, 3, dilation=2, groups=2), (16, 4, 9, 9)),
+    (lambda: nn.Conv2d(4, 6, 1), (16, 4, 5, 5)),
+])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_closed_form_layer_gradient_is_autograds(make_layer, shape, weighted):
+    torch.manual_seed(5)
+    layer = make_layer()
+    x = torch.randn(*shape)
+    with torch.no_grad():
+        y = layer(x) + 0.1 * torch.randn_like(layer(x))
+    wb = torch.rand_like(y) if weighted else None
+    w = (layer.weight.detach() + 0.05 * torch.randn_like(layer.weight)).requires_grad_(True)
+    ref_loss, (ref_grad,) = autograd_loss_and_grads(lambda xb, ws: layer_forward(layer, xb, ws[0]))(x, y, [w], wb)
+    loss, (grad,) = layer_loss_and_grads(layer)(x, y, [w], wb)
+    assert torch.allclose(loss, ref_loss, rtol=1e-5)
+    assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-6)

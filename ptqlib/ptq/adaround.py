@@ -201,6 +201,57 @@ def reconstruction_loss(out: torch.Tensor, target: torch.Tensor, weight: torch.T
     return ((out - target).square() * weight).sum() / per_channel_sum
 
 
+def autograd_loss_and_grads(forward):
+    """(loss, gradients to the soft weights) of `forward(x, ws)` by autograd: any unit, any loss weight."""
+    def loss_and_grads(xb, yb, ws, wb=None):
+        rec = reconstruction_loss(forward(xb, ws), yb, wb)
+        return rec, torch.autograd.grad(rec, ws, allow_unused=True)  # nothing else (biases) is differentiated
+    return loss_and_grads
+
+
+def layer_loss_and_grads(layer: nn.Module):
+    """(loss, [d loss / d weight]) of one conv or linear layer in closed form, without autograd.
+
+    With out = layer(x; W) and loss = sum(weight * (out - y)^2) / P (P = outputs per channel),
+    the weight gradient is the layer's weight-gradient kernel applied to 2 weight (out - y) / P:
+    the same convolution-backward / matmul autograd would run, minus its graph bookkeeping,
+    which is most of a step's cost on small layers.
+    """
+    bias = None if layer.bias is None else layer.bias.detach()
+    if isinstance(layer, nn.Conv2d):
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            return autograd_loss_and_grads(lambda xb, ws: layer_forward(layer, xb, ws[0]))
+
+        def conv_loss_and_grads(xb, yb, ws, wb=None):
+            w = ws[0].detach()
+            diff = F.conv2d(xb, w, bias, layer.stride, layer.padding, layer.dilation, layer.groups).sub_(yb)
+            per = diff.numel() / diff.shape[1]
+            g_out, sq = _output_grad(diff, wb, per)
+            _, g_w, _ = torch.ops.aten.convolution_backward(
+                g_out, xb, w, None, layer.stride, layer.padding, layer.dilation, False, [0, 0],
+                layer.groups, [False, True, False])
+            return sq.sum() / per, (g_w,)
+        return conv_loss_and_grads
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"layer_loss_and_grads: expected nn.Conv2d or nn.Linear, got {type(layer).__name__}")
+
+    def linear_loss_and_grads(xb, yb, ws, wb=None):
+        x2 = xb.reshape(-1, xb.shape[-1])
+        diff = F.linear(x2, ws[0].detach(), bias).sub_(yb.reshape(len(x2), -1))
+        per = diff.numel() / diff.shape[1]
+        g_out, sq = _output_grad(diff, None if wb is None else wb.reshape(diff.shape), per)
+        return sq.sum() / per, (torch.mm(g_out.t(), x2),)
+    return linear_loss_and_grads
+
+
+def _output_grad(diff: torch.Tensor, wb: torch.Tensor | None, per: float):
+    """d loss / d out and the per-element loss terms, for loss = sum(wb * diff^2) / per."""
+    if wb is None:
+        return diff.mul(2.0 / per), diff.square()
+    wd = diff * wb
+    return wd.mul(2.0 / per), wd.mul_(diff)
+
+
 INDEX_BLOCK = 1024  # batch indices drawn this many steps at a time
 
 
@@ -222,14 +273,20 @@ def flush_denormals():
 
 def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: torch.Tensor, *,
                 iters: int, batch: int, lr: float, lam: float, warmup: float, beta_start: float,
-                beta_end: float, weight: torch.Tensor | None = None, seed: int = 0, early_stop: bool = True) -> dict:
+                beta_end: float, weight: torch.Tensor | None = None, seed: int = 0, early_stop: bool = True,
+                loss_and_grads=None) -> dict:
     """Optimise the roundings so that forward(x, soft weights) matches `target`.
 
-    Loss per batch: `reconstruction_loss` plus the rounding regulariser (after the warm-up).
+    `forward(x, ws)` is differentiated by autograd; a `loss_and_grads(x, y, ws, weight)`
+    callable (e.g. `layer_loss_and_grads(layer)`) may be passed instead, as `forward=None,
+    loss_and_grads=...`. Loss per batch: `reconstruction_loss` plus the rounding regulariser
+    (after the warm-up).
     Returns {"iters_run", "early_stop", "rec_loss"}.
     """
     if iters == 0 or not roundings:
         return {"iters_run": 0, "early_stop": False, "rec_loss": float("nan")}
+    if loss_and_grads is None:
+        loss_and_grads = autograd_loss_and_grads(forward)
     params = [r.v for r in roundings]
     adam = Adam(params, lr)
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -243,9 +300,8 @@ def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: tor
                 block = torch.randint(n, (min(INDEX_BLOCK, iters - step), b), generator=gen).to(x.device)
             idx = block[step % INDEX_BLOCK]
             ws = [r.soft_step() for r in roundings]
-            rec = reconstruction_loss(forward(x.index_select(0, idx), ws), target.index_select(0, idx),
-                                      None if weight is None else weight.index_select(0, idx))
-            grads = torch.autograd.grad(rec, ws, allow_unused=True)  # nothing else (biases) is differentiated
+            rec, grads = loss_and_grads(x.index_select(0, idx), target.index_select(0, idx), ws,
+                                        None if weight is None else weight.index_select(0, idx))
             beta = beta_at(step, iters, warmup, beta_start, beta_end)
             adam.step([r.grad_v(g, lam, beta) for r, g in zip(roundings, grads)])
             if early_stop and step >= warm and (step + 1) % EARLY_STOP_EVERY == 0 and step + 1 < iters:
@@ -335,8 +391,8 @@ def adaround(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool =
             w = layer.weight.detach()
             grid = fit_grid(w.flatten(1), plan[name], symmetric=symmetric, norm=clip_norm)
             r = Rounding(w, grid)
-            stats[name] = reconstruct(lambda xb, ws: layer_forward(layer, xb, ws[0]), [r], x_in, target,
-                                      seed=seed, **ropts)
+            stats[name] = reconstruct(None, [r], x_in, target, seed=seed,
+                                      loss_and_grads=layer_loss_and_grads(layer), **ropts)
             out[name] = r.quantized()
             out[name].stats = stats[name]
             with torch.no_grad():

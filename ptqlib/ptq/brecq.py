@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..quantize import Grid, QuantizedWeight, fit_grid, register
-from .adaround import (CHUNK, Rounding, calibration_input, paired_units, reconstruct, rounding_options,
-                       run_chunked)
+from .adaround import (CHUNK, Rounding, calibration_input, layer_loss_and_grads, paired_units, reconstruct,
+                       rounding_options, run_chunked)
 from .bn import fold_batchnorm
 
 
@@ -112,8 +112,11 @@ def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = Fa
                 for layer, w in zip(layers, ws):
                     layer.weight = w
                 return unit.module(xb)
+            # a unit that is one bare layer (the classifier) gets the closed-form gradient
+            closed = layer_loss_and_grads(layers[0]) if len(layers) == 1 and unit.module is layers[0] else None
             with soft_weights(layers):
-                stats = reconstruct(forward, roundings, x_q, target, weight=weight, seed=seed, **ropts)
+                stats = reconstruct(forward, roundings, x_q, target, weight=weight, seed=seed,
+                                    loss_and_grads=closed, **ropts)
             for n, layer, r in zip(names, layers, roundings):
                 q = r.quantized()
                 q.stats = stats
