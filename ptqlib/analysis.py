@@ -134,7 +134,9 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
     rows = summary_df[(summary_df["attack"] == attack) & (summary_df["threat_model"] == "fp_shadows")].copy()
     if ax is None:
         _, ax = plt.subplots(figsize=(8.4, 4.8))
-    positive = rows.loc[rows["tpr@0.001"] > 0, "tpr@0.001"]
+    has_ref = reference is not None and len(reference) > 0
+    positive = pd.concat([rows["tpr@0.001"], reference["tpr_at_0.1pct_fpr"] if has_ref else pd.Series(dtype=float)])
+    positive = positive[positive > 0]
     floor = 0.5 * (positive.min() if len(positive) else 1e-3)  # where a zero TPR is drawn on the log axis
     methods = [m for m in rows["method"].unique() if m != "fp32"]
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
@@ -150,13 +152,13 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
         ax.errorbar(100 * r["test_acc"], 100 * y, xerr=100 * r["test_acc_std"], yerr=100 * r["tpr@0.001_std"],
                     fmt=markers.get(r["bits"], "o"), ms=8, capsize=3, color=palette[r["method"]],
                     mfc="white" if decoupled else palette[r["method"]], label=r["label"])
-    if reference is not None and len(reference):
-        ax.scatter(reference["test_acc_pct"], 100 * reference["tpr_at_0.1pct_fpr"].clip(lower=floor), marker="x",
-                   color="grey", label="the paper's Fig. 1")
-        for _, r in reference.iterrows():
-            name = "FP32" if r["method"] == "fp32" else f"{r['method']} {r['bits']:g}b"
-            ax.annotate(name, (r["test_acc_pct"], 100 * max(r["tpr_at_0.1pct_fpr"], floor)), fontsize=6,
-                        color="grey", xytext=(3, 3), textcoords="offset points")
+    if has_ref:
+        ref_y = reference["tpr_at_0.1pct_fpr"].clip(lower=floor)
+        ax.scatter(reference["test_acc_pct"], 100 * ref_y, marker="x", color="grey", label="the paper's Fig. 1")
+        names = ["FP32" if m == "fp32" else f"{m} {b:g}b" for m, b in zip(reference["method"], reference["bits"])]
+        for (x, y), group in _nearby(list(zip(reference["test_acc_pct"], ref_y)), names):
+            ax.annotate(", ".join(group), (x, 100 * y), fontsize=6, color="grey", xytext=(-4, 3),
+                        textcoords="offset points", ha="right")  # left: the best accuracies sit at the right edge
     ax.set_yscale("log")
     ax.set_xlabel("test accuracy (%)")
     ax.set_ylabel("TPR at 0.1% FPR (%), log scale")
@@ -165,6 +167,19 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
               borderaxespad=0.0)
     ax.grid(True, which="both", alpha=0.3)
     return ax
+
+
+def _nearby(points: list[tuple[float, float]], names: list[str], dx: float = 1.0, dlog: float = 0.05):
+    """Group (accuracy %, TPR) points that would overlap on the plot: one label per group."""
+    groups: list[tuple[tuple[float, float], list[str]]] = []
+    for (x, y), name in zip(points, names):
+        for (gx, gy), members in groups:
+            if abs(x - gx) < dx and abs(np.log10(y) - np.log10(gy)) < dlog:
+                members.append(name)
+                break
+        else:
+            groups.append(((x, y), [name]))
+    return groups
 
 
 def _select(df: pd.DataFrame, threat_model: str, label: str, attack: str) -> np.ndarray:

@@ -90,7 +90,7 @@ class StudyConfig:
     bootstrap: int = 1000  # resamples for the 95% intervals over targets
     # compute
     device: str = "auto"
-    torch_compile: bool = False  # torch.compile each model for training: for GPUs; a CPU pays ~30 s per process to compile
+    torch_compile: bool = False  # torch.compile each model for training: for GPUs (a CPU pays ~25 s per process to compile)
     threads: int = 0  # torch threads in the main process (serial executor); 0 = torch's default
     executor: str = "serial"  # serial | process | ray
     workers: int = 2  # process/ray: concurrent jobs

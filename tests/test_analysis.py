@@ -3,6 +3,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ptqlib import analysis  # noqa: E402
@@ -34,7 +35,12 @@ def test_privacy_utility_plot_draws_the_reference_points():
     labels = ax.get_legend_handles_labels()[1]
     assert "the paper's Fig. 1" in labels and "FP32" in labels
     notes = [t.get_text() for t in ax.texts]
-    assert len(notes) == len(ref) and "brecq 1.58b" in notes and "FP32" in notes
+    named = [n for note in notes for n in note.split(", ")]
+    assert sorted(named) == sorted(["FP32"] + [f"{m} {b:g}b" for m in ("adaround", "brecq", "obc") for b in (4, 2, 1.58)])
+    assert len(notes) < len(ref)  # FP32 and the three 4-bit points overlap: one label for the group
+    # the paper's smallest TPR (0.11%, BRECQ 1.58b) sits at its value, not at a floor made from ours
+    (crosses,) = [c for c in ax.collections if c.get_label() == "the paper's Fig. 1"]
+    assert crosses.get_offsets()[:, 1].min() == pytest.approx(100 * 0.0011)
     # a zero TPR (RTN 1.58b here) is drawn at the floor, not dropped from the log axis
     ys = [y for bars in ax.containers for y in np.atleast_1d(bars.lines[0].get_ydata())]
     assert len(ys) == 4 and min(ys) > 0

@@ -108,7 +108,7 @@ class Rounding:
         clamp's derivative from hardtanh's backward kernel, |t|^(beta-1) as exp((beta-1) log|t|).
         """
         sig, raw, h = self._cache
-        g = dw.view_as(h) * self._dstep if dw is not None else torch.zeros_like(h)
+        g = dw.reshape(h.shape) * self._dstep if dw is not None else torch.zeros_like(h)
         if beta is not None:  # d/d raw of -lam |2h - 1|^beta = -2 lam beta |t|^(beta-1) sign(t)
             t = torch.add(self._minus_one, h, alpha=2.0)
             if beta > 2:  # = t |t|^(beta-2), which is 0 at t = 0
@@ -263,7 +263,8 @@ INDEX_BLOCK = 1024  # batch indices drawn this many steps at a time
 
 @contextmanager
 def flush_denormals():
-    """Treat subnormal floats as 0 on this thread while inside (restored after).
+    """Treat subnormal floats as 0 on this thread while inside (switched off after: torch
+    cannot report the previous setting, and off is its default).
 
     Adam's first moment of a saturated V decays by 0.9 per step and turns subnormal after
     some 700 steps; subnormal arithmetic is many times slower on x86, and the values it
