@@ -78,8 +78,9 @@ def fit_grid(w2d: torch.Tensor, levels: int, symmetric: bool = False, norm: floa
     for start in range(0, candidates, chunk):
         a = shrink[start:start + chunk].view(-1, 1, 1)  # (G, 1, 1)
         scale, zero = _grid_from_range(a * xmin, a * xmax, levels, symmetric)  # (G, C, 1)
-        q = torch.clamp(torch.round(w / scale) + zero, 0, levels - 1)
-        err = ((q - zero) * scale - w).abs_().pow_(norm).sum(dim=2, keepdim=True)  # (G, C, 1)
+        # q - zero for q = clamp(round(w / s) + z, 0, L - 1), z an integer; in place: no (G, C, D) copies
+        q = torch.div(w, scale).round_().clamp_(-zero, (levels - 1) - zero)
+        err = q.mul_(scale).sub_(w).abs_().pow_(norm).sum(dim=2, keepdim=True)  # (G, C, 1)
         err_min, arg = err.min(dim=0)
         better = err_min < best_err
         best_err = torch.where(better, err_min, best_err)
