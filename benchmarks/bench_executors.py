@@ -35,7 +35,6 @@ def ray_started() -> bool:
 
 _ONE_MODEL = """
 import sys, time, torch
-from dataclasses import replace
 from ptqlib import pipeline
 from ptqlib.config import load_preset
 from ptqlib.data import load_dataset

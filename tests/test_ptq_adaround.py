@@ -114,7 +114,8 @@ def test_adam_is_torch_adam(fused):
         opt.step()
     for a, b in zip(mine, ref):
         assert torch.allclose(a, b.detach(), atol=1e-6, rtol=1e-6)
-    assert torch.equal(adam.exp_avg[0], opt.state[ref[0]]["exp_avg"]) or not fused
+        if fused:  # the very kernel torch.optim.Adam(fused=True) runs: bit-identical
+            assert torch.equal(a, b.detach())
 
 
 def test_zero_iterations_is_rtn():
