@@ -111,8 +111,8 @@ def threat_model_table(summary_df: pd.DataFrame, attack: str, metric: str = "tpr
 REFERENCE_DIR = Path(__file__).parent / "reference_data"
 
 
-def paper_reference(dataset: str, arch: str) -> pd.DataFrame | None:
-    """The paper's published Fig. 1 points for this dataset and architecture, or None.
+def paper_reference(dataset: str, arch: str, attack: str = "lira_online") -> pd.DataFrame | None:
+    """The paper's published Fig. 1 points for this dataset, architecture and attack, or None.
 
     Read from `ptqlib/reference_data/*.csv` (columns dataset, arch, attack, method, bits,
     test_acc_pct, tpr_at_0.1pct_fpr as a fraction); the paper publishes CIFAR-100 ResNet-18.
@@ -121,7 +121,7 @@ def paper_reference(dataset: str, arch: str) -> pd.DataFrame | None:
     if not frames:
         return None
     ref = pd.concat(frames, ignore_index=True)
-    ref = ref[(ref["dataset"] == dataset) & (ref["arch"] == arch)]
+    ref = ref[(ref["dataset"] == dataset) & (ref["arch"] == arch) & (ref["attack"] == attack)]
     return ref.reset_index(drop=True) if len(ref) else None
 
 

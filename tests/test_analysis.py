@@ -27,6 +27,7 @@ def test_paper_reference_is_shipped_for_cifar100_resnet18_only():
     assert fp["test_acc_pct"] == 70.05 and 0 < fp["tpr_at_0.1pct_fpr"] < 1  # a fraction, drawn as %
     assert analysis.paper_reference("digits", "digits_cnn") is None
     assert analysis.paper_reference("cifar100", "densenet121") is None
+    assert analysis.paper_reference("cifar100", "resnet18", attack="rmia") is None  # only LiRA online is published
 
 
 def test_privacy_utility_plot_draws_the_reference_points():
