@@ -47,9 +47,8 @@ keep = pipeline.membership(cfg, job.params, len(data.y_train))
 for rep in range(2):  # the first model in a process pays one-off set-up costs: report the second
     torch.manual_seed(rep)
     t0 = time.perf_counter()
-    train_model(pipeline.new_model(cfg, data), data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
-                seed=rep, device=torch.device("cpu"))
+    train_model(pipeline.new_model(cfg, data), data, keep, **pipeline.training_options(cfg), seed=rep,
+                device=torch.device("cpu"))
 print(time.perf_counter() - t0)
 """
 

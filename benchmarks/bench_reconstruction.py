@@ -19,7 +19,7 @@ from ptqlib.models import DigitsCNN, quantizable_layers, reconstruction_units
 from ptqlib.ptq.adaround import (Rounding, capture, layer_forward, layer_loss_and_grads, reconstruct,
                                  reconstruction_loss, run_chunked)
 from ptqlib.ptq.bn import fold_batchnorm
-from ptqlib.ptq.brecq import soft_weights
+from ptqlib.ptq.brecq import bare_layer_gradient, soft_weights
 from ptqlib.quantize import fit_grid, quantize_model
 
 OPTS = dict(batch=32, lr=0.03, lam=0.01, warmup=0.2, beta_start=20.0, beta_end=2.0)
@@ -92,8 +92,8 @@ def main() -> str:
             totals["adaround"][1] += f
         y = run_chunked(unit.module, h)
         unit_layers = [modules[n] for n in unit.layers]
-        closed = layer_loss_and_grads(unit_layers[0]) if len(unit_layers) == 1 and unit.module is unit_layers[0] else None
-        s, f = step_vs_fwd_bwd(unit.module, unit_layers, h, y, args.iters, loss_and_grads=closed)
+        s, f = step_vs_fwd_bwd(unit.module, unit_layers, h, y, args.iters,
+                               loss_and_grads=bare_layer_gradient(unit, unit_layers))
         lines.append(f"  brecq unit     {unit.name:12s} step {s * 1e3:6.3f} ms  fwd+bwd {f * 1e3:6.3f} ms  ratio {s / f:4.2f}")
         totals["brecq"][0] += s
         totals["brecq"][1] += f

@@ -138,6 +138,18 @@ def _canonical_bits(b):
     return 1.58 if abs(b - 1.58) < 1e-9 else int(b)
 
 
+# (keys, bound, bound excluded?, what the one-line error says): the numeric keys' lower limits
+LOWER_BOUNDS = [
+    (("epochs", "batch_size", "calib_samples", "adaround_batch", "gptq_block", "query_count", "workers",
+      "worker_threads"), 1, False, "must be at least 1"),
+    (("adaround_iters", "bootstrap", "image_size", "train_subset", "test_subset", "gpus_per_job", "obc_damp",
+      "weight_decay"), 0, False, "must be >= 0"),
+    (("lr", "clip_norm", "adaround_lambda", "adaround_lr"), 0, True, "must be positive"),
+    (("adaround_beta_start", "adaround_beta_end"), 1, False,
+     "must be >= 1 (|2h - 1|^beta has an unbounded derivative below 1)"),
+]
+
+
 def _fail(key: str, problem: str) -> None:
     raise ConfigError(f"{key}: {problem}")
 
@@ -235,29 +247,14 @@ def validate(raw: dict) -> StudyConfig:
                              "is IN for exactly half of the shadows (with >= 2 IN and 2 OUT scores)")
     if not 0.0 < v["test_fraction"] < 1.0:
         _fail("test_fraction", f"{v['test_fraction']} must lie strictly between 0 and 1")
-    for key in ("epochs", "batch_size", "calib_samples", "adaround_batch", "gptq_block", "query_count",
-                "workers", "worker_threads"):
-        if v[key] < 1:
-            _fail(key, f"{v[key]} must be at least 1")
-    for key in ("adaround_iters", "bootstrap", "image_size", "train_subset", "test_subset"):
-        if v[key] < 0:
-            _fail(key, f"{v[key]} must be >= 0")
+    for keys, low, strict, says in LOWER_BOUNDS:
+        for key in keys:
+            if v[key] < low or (strict and v[key] == low):
+                _fail(key, f"{v[key]} {says}")
     if not 0 <= v["adaround_warmup"] < 1:
         _fail("adaround_warmup", f"{v['adaround_warmup']} must lie in [0, 1)")
-    if v["gpus_per_job"] < 0:
-        _fail("gpus_per_job", f"{v['gpus_per_job']} must be >= 0")
-    if v["obc_damp"] < 0:
-        _fail("obc_damp", f"{v['obc_damp']} must be >= 0")
-    for key in ("lr", "clip_norm", "adaround_lambda", "adaround_lr", "adaround_beta_start", "adaround_beta_end"):
-        if v[key] <= 0:
-            _fail(key, f"{v[key]} must be positive")
-    for key in ("adaround_beta_start", "adaround_beta_end"):
-        if v[key] < 1:
-            _fail(key, f"{v[key]} must be >= 1 (|2h - 1|^beta has an unbounded derivative below 1)")
     if not 0 <= v["momentum"] < 1:
         _fail("momentum", f"{v['momentum']} must lie in [0, 1)")
-    if v["weight_decay"] < 0:
-        _fail("weight_decay", f"{v['weight_decay']} must be >= 0")
     if not 0 <= v["query_shift"] <= 4:
         _fail("query_shift", f"{v['query_shift']} must lie in 0..4 pixels")
     if v["threads"] < 0:

@@ -62,11 +62,15 @@ def model_seed(cfg: StudyConfig, role: str, index: int) -> int:
 
 # ---------------------------------------------------------------- job definitions
 
+def training_options(cfg: StudyConfig) -> dict:
+    """The training recipe, as `training.train_model` takes it."""
+    return {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum,
+            "weight_decay": cfg.weight_decay, "augment": cfg.augment}
+
+
 def _training_params(cfg: StudyConfig) -> dict:
     compiled = {"torch_compile": True} if cfg.torch_compile else {}  # compiled kernels round differently
-    return {"arch": cfg.arch, "data": dataset_spec(cfg), "seed": cfg.seed, "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum,
-            "weight_decay": cfg.weight_decay, "augment": cfg.augment, **compiled}
+    return {"arch": cfg.arch, "data": dataset_spec(cfg), "seed": cfg.seed, **training_options(cfg), **compiled}
 
 
 def target_jobs(cfg: StudyConfig) -> list[Job]:
@@ -196,10 +200,8 @@ def _train(cfg: StudyConfig, store: Store, data: ImageData, job: Job, out) -> di
     torch.manual_seed(seed)
     model = new_model(cfg, data)
     with open(out / "log.txt", "w") as log:
-        stats = train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                            momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment,
-                            seed=seed, device=pick_device(cfg.device), compile_model=cfg.torch_compile,
-                            log=lambda line: print(line, file=log))
+        stats = train_model(model, data, keep, **training_options(cfg), seed=seed, device=pick_device(cfg.device),
+                            compile_model=cfg.torch_compile, log=lambda line: print(line, file=log))
     model.cpu()
     np.save(out / "keep.npy", keep)
     _save_model(model, out)

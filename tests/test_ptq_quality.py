@@ -10,7 +10,7 @@ import torch
 from ptqlib.config import StudyConfig
 from ptqlib.data import load_digits_data, target_mask
 from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.pipeline import calibration_set, method_options
+from ptqlib.pipeline import calibration_set, method_options, training_options
 from ptqlib.quantize import layer_bits_plan, quantize_model
 from ptqlib.training import accuracy, train_model
 
@@ -31,9 +31,7 @@ def table():
         keep = target_mask(cfg.seed, index, len(data.y_train))
         torch.manual_seed(index)
         model = DigitsCNN()
-        train_model(model, data, keep, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                    momentum=cfg.momentum, weight_decay=cfg.weight_decay, augment=cfg.augment, seed=index,
-                    device=torch.device("cpu"))
+        train_model(model, data, keep, **training_options(cfg), seed=index, device=torch.device("cpu"))
         calib = calibration_set(cfg, data, keep, seed=index)
         names = [n for n, _ in quantizable_layers(model)]
         rows.append({("fp32", 32): accuracy(model, data)})

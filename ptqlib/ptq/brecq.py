@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..models import Unit
 from ..quantize import Grid, QuantizedWeight, fit_grid, register
 from .adaround import (CHUNK, Rounding, calibration_input, layer_loss_and_grads, paired_units, reconstruct,
                        rounding_options, run_chunked)
@@ -40,6 +41,11 @@ def soft_weights(layers: list[nn.Module]):
             if "weight" in layer.__dict__:
                 del layer.__dict__["weight"]
             layer._parameters["weight"] = p
+
+
+def bare_layer_gradient(unit: Unit, layers: list[nn.Module]):
+    """The closed-form gradient for a unit that is one bare layer (the classifier), else None (autograd)."""
+    return layer_loss_and_grads(layers[0]) if len(layers) == 1 and unit.module is layers[0] else None
 
 
 def fisher_weights(units_fp, k: int, x_fp: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
@@ -112,11 +118,9 @@ def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = Fa
                 for layer, w in zip(layers, ws):
                     layer.weight = w
                 return unit.module(xb)
-            # a unit that is one bare layer (the classifier) gets the closed-form gradient
-            closed = layer_loss_and_grads(layers[0]) if len(layers) == 1 and unit.module is layers[0] else None
             with soft_weights(layers):
                 stats = reconstruct(forward, roundings, x_q, target, weight=weight, seed=seed,
-                                    loss_and_grads=closed, **ropts)
+                                    loss_and_grads=bare_layer_gradient(unit, layers), **ropts)
             for n, layer, r in zip(names, layers, roundings):
                 q = r.quantized()
                 q.stats = stats
