@@ -35,20 +35,20 @@ def ray_started() -> bool:
 
 _ONE_MODEL = """
 import sys, time, torch
-from ptqlib import pipeline
 from ptqlib.config import load_preset
-from ptqlib.data import load_dataset
+from ptqlib.jobs import load_data
+from ptqlib.plan import plan
+from ptqlib.store import Store
 from ptqlib.training import train_model
 torch.set_num_threads(int(sys.argv[2]))
 cfg = load_preset(sys.argv[1])
-data = load_dataset(cfg)
-job = pipeline.shadow_jobs(cfg)[int(sys.argv[3])]
-keep = pipeline.membership(cfg, job.params, len(data.y_train))
+job = plan(cfg).shadows[int(sys.argv[3])]
+data = load_data(job.data, Store(cfg.store_path))
+keep = job.members(len(data.y_train))
 for rep in range(2):  # the first model in a process pays one-off set-up costs: report the second
     torch.manual_seed(rep)
     t0 = time.perf_counter()
-    train_model(pipeline.new_model(cfg, data), data, keep, **pipeline.training_options(cfg), seed=rep,
-                device=torch.device("cpu"))
+    train_model(job.new_model(data), data, keep, **job.recipe(), seed=rep, device=torch.device("cpu"))
 print(time.perf_counter() - t0)
 """
 
@@ -103,7 +103,7 @@ def main():
                 import ray
                 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             t0 = time.perf_counter()
-            pipeline.run_train_shadows(cfg, Store(cfg.store))
+            pipeline.run_train_shadows(cfg, Store(cfg.store_path))
             times[name].append(time.perf_counter() - t0)
             shutil.rmtree(root, ignore_errors=True)
             lines.append(f"  round {rnd + 1}: {name:34s} {times[name][-1]:7.1f} s")

@@ -13,7 +13,8 @@ def main(argv: list[str] | None = None) -> int:
     run_p = sub.add_parser("run", help="validate a preset and run its stage notebooks")
     run_p.add_argument("preset", help="YAML preset, e.g. params/default.yaml")
     run_p.add_argument("--stages", help=f"comma-separated subset of: {','.join(STAGES)}")
-    run_p.add_argument("--no-progress", action="store_true", help="hide Papermill's cell progress bar")
+    run_p.add_argument("--verbose", action="store_true",
+                       help="also show Papermill's cell progress bar and the notebook kernels' log lines")
     check_p = sub.add_parser("check", help="validate a preset and exit")
     check_p.add_argument("preset")
     status_p = sub.add_parser("status", help="jobs done / pending / failed per stage, sizes, time left")
@@ -21,12 +22,18 @@ def main(argv: list[str] | None = None) -> int:
     clean_p = sub.add_parser("clean", help="remove a preset's artifacts and reports (lists them first)")
     clean_p.add_argument("preset")
     clean_p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    sub.add_parser("keys", help="every config key with its default and a one-line doc")
     args = parser.parse_args(argv)
 
     from . import runner
     from .config import load_preset
 
     try:
+        if args.command == "keys":
+            from .config import describe
+
+            print(describe())
+            return 0
         if args.command == "check":
             cfg = load_preset(args.preset)
             print(f"{args.preset}: ok ({len(cfg.recipes())} quantization recipes)")
@@ -44,12 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_preset(args.preset)  # fail fast, before importing the heavy machinery
         if cfg.dataset != "digits" and not cfg.download:
             from .datasets_disk import check_available
+            from .plan import data_spec
 
             try:
-                check_available(cfg)
+                check_available(data_spec(cfg))  # before any compute: a missing folder or a corrupt file
             except ConfigError as err:
                 raise ConfigError(f"{args.preset}: {err}") from None
-        return runner.run(args.preset, stages, progress_bar=not args.no_progress)
+        return runner.run(args.preset, stages, verbose=args.verbose)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,125 +1,162 @@
 """The study's typed configuration: one flat dict of literals -> one frozen `StudyConfig`.
 
-The same validation serves the runner (which checks a YAML preset before any stage starts)
-and each notebook (whose parameters cell holds flat literals, validated in the next cell).
-Every error is a `ConfigError` whose message is one line naming the key and what is valid.
+Every key is declared once, below, with its default, its rule (type, allowed values or
+bounds) and a one-line doc. The defaults ARE the default study (digits, offline, 2 CPU cores):
+a preset in params/ holds only its differences, and a notebook opened without parameters
+runs the default study. Every error is a `ConfigError` whose message is one line naming
+the key and what is valid.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import math
-from dataclasses import dataclass, field, fields
+import types
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 VALID_BITS = (1.58, 2, 3, 4, 5, 6, 7, 8)
-DATASETS = ("digits", "cifar10", "cifar100", "tinyimagenet", "imagefolder")
-ARCHS = ("digits_cnn", "resnet18", "resnet50", "densenet121")
-METHODS = ("rtn", "adaround", "brecq", "obc", "gptq")
-ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global",
-           "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
-QUERY_MODES = ("identity", "shift", "mirror_shift", "random")
-EXECUTORS = ("serial", "process", "ray")
-AUGMENTATIONS = ("none", "shift", "crop_flip")
-THREAT_MODELS = ("fp_shadows", "matched_shadows", "leave_one_out")
-CALIB_SOURCES = ("members", "holdout")
 STAGES = ("train", "shadows", "quantize", "attack", "analysis")
+# The repository root: relative paths in a preset (store, reports, data_root) are resolved from
+# here, so the command line and a notebook opened in notebooks/ see the same store.
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConfigError(ValueError):
     """A preset or notebook parameter is invalid; the message is one line for a person."""
 
 
+def key(default, doc: str, *, choices: tuple | None = None, each: tuple | None = None,
+        at_least: float | None = None, above: float | None = None, below: float | None = None,
+        kind: str | None = None):
+    """A config key: its default, one-line doc and rule, kept beside its field.
+
+    choices: allowed values; each: allowed values of every list item; at_least / above / below:
+    numeric bounds (inclusive, exclusive, exclusive); kind: 'bits', 'bits_or_null' (list items),
+    'layer_bits' (mapping layer -> bits), 'optional_float' (a number or null).
+    """
+    default_factory = (lambda: dict(default)) if isinstance(default, dict) else None
+    meta = {"doc": doc, "choices": choices, "each": each, "at_least": at_least, "above": above,
+            "below": below, "kind": kind}
+    if default_factory:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+ATTACK_NAMES = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global",
+                "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
+
+
 @dataclass(frozen=True)
 class StudyConfig:
-    # identity and places
-    name: str = "default"
-    store: str = "artifacts"
-    reports: str = "reports"
-    # data and model
-    dataset: str = "digits"
-    data_root: str = "data"
-    test_fraction: float = 0.25  # digits only: share of the 1,797 images held out as test set
-    arch: str = "digits_cnn"
-    download: bool = False  # let torchvision fetch CIFAR when a network exists (never by default)
-    image_size: int = 0  # imagefolder: resize to this square size (0 = keep the files' size)
-    train_subset: int = 0  # use only the first n examples of the training pool (0 = all)
-    test_subset: int = 0  # use only the first n test examples (0 = all)
-    # membership game
-    seed: int = 0
-    num_targets: int = 8
-    num_shadows: int = 32
-    shadow_masks: str = "argsort"  # argsort (the reference: depends on M) | paired (raising M reuses shadows)
-    # training recipe
-    epochs: int = 40
-    batch_size: int = 64
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    augment: str = "none"
-    # quantization
-    methods: tuple = ("rtn",)
-    bits: tuple = (8, 4, 2, 1.58)
-    last_layer_bits: tuple = (None,)
-    first_layer_bits: float | None = None
-    layer_bits: dict = field(default_factory=dict)
-    symmetric: bool = False
-    clip_norm: float = 2.4
-    calib_samples: int = 1024
-    calib_source: str = "members"  # members (the paper) | holdout (test split, disjoint from the pool)
-    bn_reestimate: bool = False  # re-estimate BatchNorm statistics after quantization (recorded)
-    adaround_iters: int = 20000
-    adaround_lambda: float = 0.01  # the paper's code used 0.001
-    adaround_batch: int = 32
-    adaround_lr: float = 0.001
-    adaround_warmup: float = 0.2
-    adaround_beta_start: float = 20.0
-    adaround_beta_end: float = 2.0
-    brecq_loss: str = "mse"  # mse | fisher
-    obc_damp: float = 0.01  # relative dampening of the Hessian diagonal (OBC and GPTQ)
-    gptq_block: int = 128
-    # attack
-    queries: str = "identity"
-    query_shift: int = 1
-    query_count: int = 2  # queries: random — number of augmented views
-    attacks: tuple = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global", "rmia")
-    threat_models: tuple = ("fp_shadows",)
-    bootstrap: int = 1000  # resamples for the 95% intervals over targets
-    # compute
-    device: str = "auto"
-    torch_compile: bool = False  # torch.compile each model for training: for GPUs (a CPU pays ~25 s per process to compile)
-    threads: int = 0  # torch threads in the main process (serial executor); 0 = torch's default
-    executor: str = "serial"  # serial | process | ray
-    workers: int = 2  # process/ray: concurrent jobs
-    worker_threads: int = 1  # process/ray: torch threads per job
-    gpus_per_job: float = 0.0  # ray: fractional GPUs per job (several small models share a card)
-    ray_address: str = ""  # ray: empty = a local Ray started on demand; else join that cluster
+    # ---- identity and places (relative paths are resolved from the repository root)
+    name: str = key("default", "the preset's name; its report goes to <reports>/<name>/")
+    store: str = key("artifacts", "content-addressed job results (shared by every preset)")
+    reports: str = key("reports", "folder of the rendered HTML reports")
+    # ---- data and model
+    dataset: str = key("digits", "digits (bundled, offline) or a folder dataset under data_root",
+                       choices=("digits", "cifar10", "cifar100", "tinyimagenet", "imagefolder"))
+    data_root: str = key("data", "folder holding the dataset in its standard layout")
+    test_fraction: float = key(0.25, "digits: share of the 1,797 images held out as test set", above=0, below=1)
+    arch: str = key("digits_cnn", "architecture (CIFAR form for the folder datasets)",
+                    choices=("digits_cnn", "resnet18", "resnet50", "densenet121"))
+    download: bool = key(False, "let torchvision fetch CIFAR when a network exists (never by default)")
+    image_size: int = key(0, "imagefolder: resize to this square size (0 = keep the files' size)", at_least=0)
+    train_subset: int = key(0, "use only the first n examples of the training pool (0 = all)", at_least=0)
+    test_subset: int = key(0, "use only the first n test examples (0 = all)", at_least=0)
+    # ---- membership game
+    seed: int = key(0, "seeds every membership mask, model initialisation and calibration draw")
+    num_targets: int = key(8, "target models, each trained on a random half of the pool", at_least=1)
+    num_shadows: int = key(32, "shadow models; even, so every example is IN for exactly half", at_least=4)
+    shadow_masks: str = key("argsort", "argsort (the reference; depends on num_shadows) | paired "
+                            "(complementary pairs: raising num_shadows reuses every shadow)",
+                            choices=("argsort", "paired"))
+    # ---- training recipe
+    epochs: int = key(40, "training epochs (cosine learning-rate schedule over all of them)", at_least=1)
+    batch_size: int = key(64, "training batch size (also BN re-tuning's batch size)", at_least=1)
+    lr: float = key(0.1, "SGD learning rate", above=0)
+    momentum: float = key(0.9, "SGD momentum", at_least=0, below=1)
+    weight_decay: float = key(5e-4, "SGD weight decay", at_least=0)
+    augment: str = key("none", "training augmentation (also applied to calibration images)",
+                       choices=("none", "shift", "crop_flip"))
+    train_precision: str = key("bf16", "CUDA training arithmetic: bf16 autocast or fp32 (the authors'); "
+                               "CPU training is always fp32", choices=("bf16", "fp32"))
+    torch_compile: bool = key(False, "train through torch.compile: for GPUs (a CPU pays ~25 s per process)")
+    # ---- quantization: every recipe = method x bits x last_layer_bits
+    methods: tuple = key(("rtn", "adaround", "brecq", "obc"), "PTQ methods",
+                         each=("rtn", "adaround", "brecq", "obc", "gptq"))
+    bits: tuple = key((8, 4, 2, 1.58), "body bit-widths (1.58 = ternary)", kind="bits")
+    last_layer_bits: tuple = key((None, 8), "classifier bit-widths (null = same as the body)", kind="bits_or_null")
+    layer_bits: dict = key({}, "per-layer overrides, layer name -> bits (e.g. {conv1: 8})", kind="layer_bits")
+    calib_samples: int = key(512, "calibration images (AdaRound, BRECQ; OBC unless obc_calib_samples)",
+                             at_least=1)
+    calib_source: str = key("members", "members (the paper) | holdout (the test split, disjoint from the pool)",
+                            choices=("members", "holdout"))
+    adaround_iters: int = key(300, "AdaRound/BRECQ iterations per layer or block", at_least=0)
+    adaround_lr: float = key(0.03, "AdaRound/BRECQ Adam learning rate on the rounding variable", above=0)
+    adaround_lambda: float = key(0.01, "AdaRound's rounding-regulariser weight (authors: 0.001)", above=0)
+    brecq_lambda: float = key(0.01, "BRECQ's rounding-regulariser weight (authors: 0.01)", above=0)
+    brecq_loss: str = key("mse", "BRECQ reconstruction loss", choices=("mse", "fisher"))
+    obc_hessian: str = key("sequential", "OBC/GPTQ layer inputs: sequential (from the quantized prefix) | "
+                           "fp (every Hessian from the full-precision model in one pass: the authors')",
+                           choices=("sequential", "fp"))
+    obc_calib_samples: int = key(0, "OBC/GPTQ calibration images per round (0 = calib_samples; authors: 2048)",
+                                 at_least=0)
+    obc_calib_rounds: int = key(1, "OBC/GPTQ: rounds of fresh augmentation over the calibration images "
+                                "(authors: 10)", at_least=1)
+    obc_damp: float = key(0.01, "OBC/GPTQ relative dampening of the Hessian diagonal (authors: 0)", at_least=0)
+    bn_retune: tuple = key((), "methods after which BatchNorm statistics are re-tuned (authors: [obc])",
+                           each=("rtn", "adaround", "brecq", "obc", "gptq"))
+    bn_retune_source: str = key("pool", "BN re-tuning images: pool (members and non-members: the authors') "
+                                "| members", choices=("pool", "members"))
+    bn_retune_samples: int = key(1024, "BN re-tuning: images drawn from the source", at_least=1)
+    bn_retune_steps: int = key(100, "BN re-tuning: batches of batch_size (authors: 100 of 128)", at_least=1)
+    bn_retune_augment: bool = key(True, "BN re-tuning batches use the training augmentation")
+    bn_retune_momentum: float | None = key(0.1, "BN re-tuning momentum (null = exact average over the batches)",
+                                           kind="optional_float")
+    # ---- attack
+    queries: str = key("identity", "query views: identity | shift | mirror_shift (the original LiRA's) | "
+                       "random_per_model (the authors': random crop+flip drawn afresh for every model)",
+                       choices=("identity", "shift", "mirror_shift", "random_per_model"))
+    query_shift: int = key(1, "shift, mirror_shift: every shift within +-this many pixels", at_least=0)
+    query_count: int = key(2, "random_per_model: number of random views per model", at_least=1)
+    attacks: tuple = key(ATTACK_NAMES[:6] + ("rmia",), "attacks scored on every target", each=ATTACK_NAMES)
+    threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out",
+                               each=("fp_shadows", "matched_shadows", "leave_one_out"))
+    bootstrap: int = key(1000, "bootstrap resamples for the 95% intervals over targets", at_least=0)
+    # ---- compute (never part of a job's key)
+    device: str = key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
+    threads: int = key(1, "torch threads in the main process (0 = torch's default)", at_least=0)
+    executor: str = key("process", "serial | process (a local pool) | ray", choices=("serial", "process", "ray"))
+    workers: int = key(2, "process/ray: concurrent jobs", at_least=1)
+    worker_threads: int = key(1, "process/ray: torch threads per job", at_least=1)
+    gpus_per_job: float = key(0.0, "ray: fractional GPUs per job (several small models share a card)", at_least=0)
+    ray_address: str = key("", "ray: empty = a local Ray started on demand; else join that cluster")
 
-    # ---- derived values (never set in a preset) ----
+    # ---- derived values (never set in a preset)
     @property
     def store_path(self) -> Path:
-        return Path(self.store)
+        return resolve_path(self.store)
+
+    @property
+    def data_path(self) -> Path:
+        return resolve_path(self.data_root)
 
     @property
     def report_dir(self) -> Path:
-        return Path(self.reports) / self.name
+        return resolve_path(self.reports) / self.name
 
     def recipes(self) -> list[dict]:
-        """Every (method, bits, last_layer_bits) quantization job of the study, in a stable order.
+        """Every (method, bits, last_layer_bits) quantization recipe, in a stable order.
 
         A last-layer width equal to the body width is the plain recipe, so it is dropped.
         """
-        out = []
-        for method in self.methods:
-            for b in self.bits:
-                for last in self.last_layer_bits:
-                    if last is not None and last == b:
-                        continue
-                    out.append({"method": method, "bits": b, "last_layer_bits": last})
-        return out
+        return [{"method": m, "bits": b, "last_layer_bits": last}
+                for m in self.methods for b in self.bits for last in self.last_layer_bits
+                if last is None or last != b]
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -127,75 +164,104 @@ class StudyConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in fields(StudyConfig))
+RULES = {f.name: f.metadata for f in fields(StudyConfig)}
 _DEFAULTS = StudyConfig()
+# Keys earlier presets used: what to write instead.
+RETIRED = {
+    "bn_reestimate": "renamed: list the methods in bn_retune (e.g. bn_retune: [obc]); "
+                     "bn_retune_momentum: null gives the exact average",
+    "clip_norm": "removed: the grid search always minimises the L2.4 error (the paper's)",
+    "symmetric": "removed: the grid is always asymmetric per channel (the paper's)",
+    "first_layer_bits": "removed: use layer_bits, e.g. layer_bits: {conv1: 8}",
+    "gptq_block": "removed: GPTQ always uses blocks of 128 columns",
+    "adaround_batch": "removed: AdaRound/BRECQ always use batches of 32 (the paper's)",
+    "adaround_warmup": "removed: the regulariser is always off for the first 20% (the paper's)",
+    "adaround_beta_start": "removed: beta is always annealed 20 -> 2 (the paper's)",
+    "adaround_beta_end": "removed: beta is always annealed 20 -> 2 (the paper's)",
+}
 
 
-def _bits_ok(b: Any) -> bool:
-    return isinstance(b, (int, float)) and not isinstance(b, bool) and any(abs(b - v) < 1e-9 for v in VALID_BITS)
+def resolve_path(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else REPO_ROOT / p
 
 
-def _canonical_bits(b):
-    return 1.58 if abs(b - 1.58) < 1e-9 else int(b)
+def describe() -> str:
+    """Every key with its default and doc, one line each (for `python -m ptqlib keys`)."""
+    return "\n".join(f"{n:20} {getattr(_DEFAULTS, n)!r:28} {RULES[n]['doc']}" for n in FIELD_NAMES)
 
 
-# (keys, bound, bound excluded?, what the one-line error says): the numeric keys' lower limits
-LOWER_BOUNDS = [
-    (("epochs", "batch_size", "calib_samples", "adaround_batch", "gptq_block", "query_count", "workers",
-      "worker_threads"), 1, False, "must be at least 1"),
-    (("adaround_iters", "bootstrap", "image_size", "train_subset", "test_subset", "gpus_per_job", "obc_damp",
-      "weight_decay"), 0, False, "must be >= 0"),
-    (("lr", "clip_norm", "adaround_lambda", "adaround_lr"), 0, True, "must be positive"),
-    (("adaround_beta_start", "adaround_beta_end"), 1, False,
-     "must be >= 1 (|2h - 1|^beta has an unbounded derivative below 1)"),
-]
+def _fail(key_name: str, problem: str) -> None:
+    raise ConfigError(f"{key_name}: {problem}")
 
 
-def _fail(key: str, problem: str) -> None:
-    raise ConfigError(f"{key}: {problem}")
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_type(key: str, value: Any, default: Any) -> Any:
-    """Coerce `value` to the type of the field's default, or fail naming the key."""
-    if key == "first_layer_bits":
+def _bits(key_name: str, b: Any, nullable: bool = False):
+    if b is None and nullable:
+        return None
+    if _is_number(b) and any(abs(b - v) < 1e-9 for v in VALID_BITS):
+        return 1.58 if abs(b - 1.58) < 1e-9 else int(b)
+    _fail(key_name, f"{b!r} is not a valid bit-width; use {'null or ' if nullable else ''}any of {list(VALID_BITS)}")
+
+
+def _coerce(key_name: str, value: Any, default: Any, kind: str | None) -> Any:
+    """`value` as the type of the field's default, or fail naming the key."""
+    if kind == "optional_float":
         if value is None:
             return None
-        if not _bits_ok(value):
-            _fail(key, f"{value!r} is not a valid bit-width; use null or one of {list(VALID_BITS)}")
-        return _canonical_bits(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            _fail(key, f"expected true or false, got {value!r}")
-        return value
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            _fail(key, f"expected an integer, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(key, f"expected a number, got {value!r}")
+        if not _is_number(value):
+            _fail(key_name, f"expected a number or null, got {value!r}")
         return float(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            _fail(key, f"expected a string, got {value!r}")
-        return value
-    if isinstance(default, tuple):
-        if isinstance(value, (str, int, float)) or value is None:
-            value = [value]  # a scalar where a list is expected is a one-element list
-        if not isinstance(value, (list, tuple)) or len(value) == 0:
-            _fail(key, f"expected a non-empty list, got {value!r}")
-        return tuple(value)
-    if isinstance(default, dict):
+    if kind == "layer_bits":
         if value is None:
             return {}
         if not isinstance(value, dict):
-            _fail(key, f"expected a mapping of layer name to bits, got {value!r}")
-        return dict(value)
+            _fail(key_name, f"expected a mapping of layer name to bits, got {value!r}")
+        return {str(k): _bits(f"{key_name}.{k}", b) for k, b in value.items()}
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            _fail(key_name, f"expected true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key_name, f"expected an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if not _is_number(value):
+            _fail(key_name, f"expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            _fail(key_name, f"expected a string, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, (str, int, float)) or (value is None and kind == "bits_or_null"):
+            value = [value]  # a scalar where a list is expected is a one-element list
+        if not isinstance(value, (list, tuple)) or (len(value) == 0 and default):
+            _fail(key_name, f"expected a {'non-empty ' if default else ''}list, got {value!r}")
+        if kind in ("bits", "bits_or_null"):
+            return tuple(_bits(key_name, b, kind == "bits_or_null") for b in value)
+        return tuple(value)
     return value
 
 
-def _choice(key: str, value: Any, valid: tuple) -> None:
-    if value not in valid:
-        _fail(key, f"{value!r} is not one of {list(valid)}")
+def _check_rule(key_name: str, value: Any, rule: dict) -> None:
+    if rule["choices"] and value not in rule["choices"]:
+        _fail(key_name, f"{value!r} is not one of {list(rule['choices'])}")
+    for item in value if rule["each"] else ():
+        if item not in rule["each"]:
+            _fail(key_name, f"{item!r} is not one of {list(rule['each'])}")
+    if value is None or not _is_number(value):
+        return
+    if rule["at_least"] is not None and value < rule["at_least"]:
+        _fail(key_name, f"{value} must be >= {rule['at_least']:g}")
+    if rule["above"] is not None and value <= rule["above"]:
+        _fail(key_name, f"{value} must be > {rule['above']:g}")
+    if rule["below"] is not None and value >= rule["below"]:
+        _fail(key_name, f"{value} must be < {rule['below']:g}")
 
 
 def validate(raw: dict) -> StudyConfig:
@@ -203,68 +269,37 @@ def validate(raw: dict) -> StudyConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"preset: expected a mapping of keys to values, got {type(raw).__name__}")
     values = {}
-    for key, value in raw.items():
-        if key not in FIELD_NAMES:
-            close = difflib.get_close_matches(str(key), FIELD_NAMES, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"valid keys: {', '.join(FIELD_NAMES)}"
-            _fail(str(key), f"unknown key; {hint}")
-        values[key] = _check_type(key, value, getattr(_DEFAULTS, key))
-
+    for name, value in raw.items():
+        if name in RETIRED:
+            _fail(str(name), RETIRED[name])
+        if name not in FIELD_NAMES:
+            close = difflib.get_close_matches(str(name), FIELD_NAMES, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else "`python -m ptqlib keys` lists every key"
+            _fail(str(name), f"unknown key; {hint}")
+        if name == "queries" and value == "random":
+            _fail("queries", "'random' was renamed 'random_per_model' (views drawn afresh for every model)")
+        values[name] = _coerce(name, value, getattr(_DEFAULTS, name), RULES[name]["kind"])
+        _check_rule(name, values[name], RULES[name])
     v = {**{f: getattr(_DEFAULTS, f) for f in FIELD_NAMES}, **values}
+    _check_combinations(v)
+    return StudyConfig(**v)
+
+
+def _check_combinations(v: dict) -> None:
+    """Rules that involve more than one key."""
     if not v["name"] or any(c in v["name"] for c in "/\\ "):
         _fail("name", f"{v['name']!r} must be a non-empty word without '/', '\\' or spaces")
-    _choice("dataset", v["dataset"], DATASETS)
-    _choice("arch", v["arch"], ARCHS)
-    _choice("augment", v["augment"], AUGMENTATIONS)
-    _choice("queries", v["queries"], QUERY_MODES)
-    _choice("device", v["device"], ("auto", "cpu", "cuda"))
-    _choice("executor", v["executor"], EXECUTORS)
-    for m in v["methods"]:
-        _choice("methods", m, METHODS)
-    for a in v["attacks"]:
-        _choice("attacks", a, ATTACKS)
-    for t in v["threat_models"]:
-        _choice("threat_models", t, THREAT_MODELS)
-    _choice("calib_source", v["calib_source"], CALIB_SOURCES)
-    _choice("shadow_masks", v["shadow_masks"], ("argsort", "paired"))
-    _choice("brecq_loss", v["brecq_loss"], ("mse", "fisher"))
-    for b in v["bits"]:
-        if not _bits_ok(b):
-            _fail("bits", f"{b!r} is not a valid bit-width; use any of {list(VALID_BITS)}")
-    v["bits"] = tuple(_canonical_bits(b) for b in v["bits"])
-    for b in v["last_layer_bits"]:
-        if b is not None and not _bits_ok(b):
-            _fail("last_layer_bits", f"{b!r} is not a valid bit-width; use null or any of {list(VALID_BITS)}")
-    v["last_layer_bits"] = tuple(None if b is None else _canonical_bits(b) for b in v["last_layer_bits"])
-    for layer, b in v["layer_bits"].items():
-        if not _bits_ok(b):
-            _fail(f"layer_bits.{layer}", f"{b!r} is not a valid bit-width; use any of {list(VALID_BITS)}")
-    v["layer_bits"] = {str(k): _canonical_bits(b) for k, b in v["layer_bits"].items()}
-    if v["num_targets"] < 1:
-        _fail("num_targets", f"{v['num_targets']} is too small; need at least 1 target model")
-    if v["num_shadows"] < 4 or v["num_shadows"] % 2:
-        _fail("num_shadows", f"{v['num_shadows']} is invalid; need an even number >= 4 so every example "
+    if v["num_shadows"] % 2:
+        _fail("num_shadows", f"{v['num_shadows']} is invalid (odd); need an even number >= 4 so every example "
                              "is IN for exactly half of the shadows (with >= 2 IN and 2 OUT scores)")
-    if not 0.0 < v["test_fraction"] < 1.0:
-        _fail("test_fraction", f"{v['test_fraction']} must lie strictly between 0 and 1")
-    for keys, low, strict, says in LOWER_BOUNDS:
-        for key in keys:
-            if v[key] < low or (strict and v[key] == low):
-                _fail(key, f"{v[key]} {says}")
-    if not 0 <= v["adaround_warmup"] < 1:
-        _fail("adaround_warmup", f"{v['adaround_warmup']} must lie in [0, 1)")
-    if not 0 <= v["momentum"] < 1:
-        _fail("momentum", f"{v['momentum']} must lie in [0, 1)")
-    if not 0 <= v["query_shift"] <= 4:
+    if v["query_shift"] > 4:
         _fail("query_shift", f"{v['query_shift']} must lie in 0..4 pixels")
-    if v["threads"] < 0:
-        _fail("threads", f"{v['threads']} must be >= 0 (0 = let torch decide)")
     if v["dataset"] == "digits" and v["arch"] != "digits_cnn":
         _fail("arch", f"{v['arch']!r} does not fit the 8x8 digits; use 'digits_cnn'")
     if v["dataset"] != "digits" and v["arch"] == "digits_cnn":
-        _fail("arch", f"'digits_cnn' only fits dataset 'digits'; use one of {list(ARCHS[1:])}")
+        _fail("arch", f"'digits_cnn' only fits dataset 'digits'; use one of "
+                      f"{[a for a in RULES['arch']['choices'] if a != 'digits_cnn']}")
     _check_calibration(v)
-    return StudyConfig(**v)
 
 
 # training pool and test split sizes of the datasets whose sizes are known before loading them
@@ -283,15 +318,18 @@ def split_sizes(v: dict) -> tuple[int, int] | None:
 
 
 def _check_calibration(v: dict) -> None:
-    """calib_samples must fit in the calibration source (reconstruction methods only)."""
+    """The calibration images must fit in the calibration source (methods that calibrate only)."""
     sizes = split_sizes(v)
-    if sizes is None or all(m == "rtn" for m in v["methods"]):
+    if sizes is None:
         return
     available = sizes[0] // 2 if v["calib_source"] == "members" else sizes[1]
-    if v["calib_samples"] > available:
-        where = "a target's members" if v["calib_source"] == "members" else "the held-out test split"
-        _fail("calib_samples", f"{v['calib_samples']} is larger than {where} ({available} examples on "
-                               f"{v['dataset']}); use at most {available}")
+    where = "a target's members" if v["calib_source"] == "members" else "the held-out test split"
+    wanted = [("calib_samples", v["calib_samples"], ("adaround", "brecq", "obc", "gptq")),
+              ("obc_calib_samples", v["obc_calib_samples"], ("obc", "gptq"))]
+    for name, n, users in wanted:
+        if any(m in users for m in v["methods"]) and n > available:
+            _fail(name, f"{n} is larger than {where} ({available} examples on {v['dataset']}); "
+                        f"use at most {available}")
 
 
 def read_preset(path: str | Path) -> dict:
@@ -307,7 +345,8 @@ def read_preset(path: str | Path) -> dict:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}: YAML syntax error at {where}: {problem}") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"{path}: the preset is empty; a preset holds at least `name: <word>` "
+                          "and the keys it changes (see params/default.yaml)")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     return raw
@@ -323,18 +362,20 @@ def load_preset(path: str | Path) -> StudyConfig:
         raise ConfigError(f"{path}: {err}") from None
 
 
-_NOTEBOOK_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+_NOTEBOOK_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open", "preset"}
 
 
 def from_notebook(namespace: dict) -> StudyConfig:
-    """Validate the parameters a notebook received (its parameters cell plus injected ones).
+    """The config of a stage notebook: its `preset` file, then every parameter injected by Papermill.
 
     Every public, non-module, non-callable global counts as a parameter, so a misspelt key
     injected by Papermill is reported rather than silently ignored.
     """
-    import types
-
-    raw = {k: v for k, v in namespace.items()
-           if not k.startswith("_") and k not in _NOTEBOOK_NAMES
-           and not isinstance(v, types.ModuleType) and not callable(v)}
+    raw = {}
+    if namespace.get("preset"):
+        path = resolve_path(f"params/{namespace['preset']}.yaml")
+        raw = {"name": Path(path).stem, **read_preset(path)}
+    raw.update({k: v for k, v in namespace.items()
+                if not k.startswith("_") and k not in _NOTEBOOK_NAMES
+                and not isinstance(v, types.ModuleType) and not callable(v)})
     return validate(raw)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from .config import StudyConfig
-from .executor import failure_record
-from .store import MARKER, Store
+from .plan import plan
+from .store import Store
 
 
 def _human(n: float) -> str:
@@ -20,17 +20,15 @@ def _human(n: float) -> str:
     return f"{n:.1f} TB"
 
 
-def status_table(cfg: StudyConfig) -> pd.DataFrame:
+def status_table(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
     """Per stage: jobs done / pending / failed, size on disk, mean job time and time left."""
-    from .pipeline import stage_jobs
-
-    store = Store(cfg.store)
+    store = store or Store(cfg.store_path)
     rows = []
-    for stage, jobs in stage_jobs(cfg).items():
+    for stage, jobs in plan(cfg).stages.items():
         if not jobs:
             continue
-        done = [j for j in jobs if (store.path(j) / MARKER).is_file()]
-        failed = [j for j in jobs if j not in done and failure_record(store, j).is_file()]
+        done = [j for j in jobs if store.is_complete(j)]
+        failed = [j for j in jobs if not store.is_complete(j) and store.failure_record(j).is_file()]
         times = [json.loads((store.path(j) / "meta.json").read_text()).get("wall_s", 0.0) for j in done]
         per_job = float(np.mean(times)) if times else float("nan")
         left = len(jobs) - len(done)
@@ -42,10 +40,8 @@ def status_table(cfg: StudyConfig) -> pd.DataFrame:
 
 def preset_paths(cfg: StudyConfig) -> list:
     """Every artifact directory of the preset that exists, and its report directory."""
-    from .pipeline import stage_jobs
-
-    store = Store(cfg.store)
-    paths = [store.path(j) for jobs in stage_jobs(cfg).values() for j in jobs if store.path(j).exists()]
+    store = Store(cfg.store_path)
+    paths = [store.path(j) for jobs in plan(cfg).stages.values() for j in jobs if store.path(j).exists()]
     if cfg.report_dir.exists():
         paths.append(cfg.report_dir)
     return paths

@@ -7,6 +7,8 @@ and figure. A failing stage still renders its HTML (with the error) and stops th
 from __future__ import annotations
 
 import html
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -66,33 +68,73 @@ methods {', '.join(cfg.methods)}, bits {', '.join(f'{b:g}' for b in cfg.bits)}. 
     return out
 
 
-def run(preset: str | Path, stages: list[str] | None = None, progress_bar: bool = True) -> int:
-    """Validate the preset, then execute its stages. Returns a process exit code."""
+class StageProgress:
+    """One terminal line per stage: jobs done/total, elapsed and ETA, read from the store.
+
+    The stage's jobs run inside a notebook kernel (and its workers), so the line counts
+    completion markers in the store every second: it works for every executor, and a resumed
+    run counts its finished jobs at once.
+    """
+
+    def __init__(self, store, jobs: list, desc: str, interval: float = 1.0):
+        from .progress import progress
+
+        self.store, self.jobs, self.interval = store, jobs, interval
+        self.bar = progress(desc=desc, total=len(jobs), initial=self._count(), file=sys.stdout)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _count(self) -> int:
+        return sum(self.store.is_complete(j) for j in self.jobs)
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        done = self._count()
+        if done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._refresh()
+        self.bar.close()
+
+
+def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = False) -> int:
+    """Validate the preset, then execute its stages. Returns a process exit code.
+
+    The terminal shows one progress line per stage; `verbose` adds Papermill's cell bar and
+    the kernels' own log lines.
+    """
     import papermill as pm
+
+    from .plan import plan
+    from .store import Store
 
     cfg = load_preset(preset)  # raises ConfigError before anything is written
     params = {**read_preset(preset), "name": cfg.name}
     stages = stages or list(STAGES)
     report_dir = cfg.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.store_path)
+    jobs = plan(cfg).stages
+    quiet = {} if verbose else {"extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
     status: dict[str, tuple[str, float]] = {}
     code = 0
-    from .manage import status_table
-
     for i, stage in enumerate(stages, start=1):
-        row = status_table(cfg).set_index("stage")
-        todo = ""
-        if stage in row.index:
-            r = row.loc[stage]
-            left = r["est. left (s)"]
-            eta = f", about {left:.0f} s left" if r["pending"] and left == left and left else ""  # NaN-safe
-            todo = f" ({r['done']}/{r['jobs']} jobs done{eta})"
-        print(f"[{i}/{len(stages)}] {stage}{todo} ...", flush=True)
         out_nb = report_dir / NOTEBOOKS[stage]
         t0 = time.perf_counter()
         try:
-            pm.execute_notebook(NOTEBOOK_DIR / NOTEBOOKS[stage], out_nb, parameters=params,
-                                kernel_name="python3", progress_bar=progress_bar, cwd=str(Path.cwd()))
+            with StageProgress(store, jobs[stage], f"[{i}/{len(stages)}] {stage}"):
+                pm.execute_notebook(NOTEBOOK_DIR / NOTEBOOKS[stage], out_nb, parameters=params,
+                                    kernel_name="python3", progress_bar=verbose, cwd=str(Path.cwd()), **quiet)
             status[stage] = ("done", time.perf_counter() - t0)
         except pm.PapermillExecutionError as err:
             status[stage] = ("failed", time.perf_counter() - t0)

@@ -33,18 +33,26 @@ def _canonical(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def job_key(kind: str, params: dict, inputs: tuple = ()) -> str:
+    """A job's name in the store: a hash of its kind's code version, its params and its inputs' keys."""
+    blob = _canonical({"kind": kind, "version": CODE_VERSIONS.get(kind, 1), "params": params,
+                       "inputs": list(inputs)})
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
 @dataclass(frozen=True)
 class Job:
-    """A unit of work; its key is a hash of what determines its result."""
+    """A plain unit of work (e.g. a dataset cache entry); the study's jobs live in `ptqlib.jobs`.
+
+    Any object with `kind`, `params`, `inputs` (keys of the jobs it reads) and `key` can be stored.
+    """
     kind: str
     params: dict = field(hash=False)
-    inputs: tuple = ()  # keys of the jobs whose results this job reads
+    inputs: tuple = ()
 
     @property
     def key(self) -> str:
-        blob = _canonical({"kind": self.kind, "version": CODE_VERSIONS.get(self.kind, 1),
-                           "params": self.params, "inputs": list(self.inputs)})
-        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+        return job_key(self.kind, self.params, self.inputs)
 
 
 def file_sha256(path: Path) -> str:
@@ -196,6 +204,10 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         return final
+
+    def failure_record(self, job: Job) -> Path:
+        """Where a failed job's traceback is kept until the job succeeds (read by `status`)."""
+        return self.root / ".failed" / f"{job.kind}-{job.key}.txt"
 
     def size(self, job: Job) -> int:
         path = self.path(job)

@@ -9,19 +9,19 @@ BAD_PRESETS = [
     ("bits: [4, 9]\n", "bits: 9 is not a valid bit-width"),
     ("bits: [1.5]\n", "bits: 1.5 is not a valid bit-width"),
     ("num_shadows: 7\n", "num_shadows: 7 is invalid"),
-    ("num_shadows: 2\n", "num_shadows: 2 is invalid"),
-    ("num_targets: 0\n", "num_targets: 0 is too small"),
+    ("num_shadows: 2\n", "num_shadows: 2 must be >= 4"),
+    ("num_targets: 0\n", "num_targets: 0 must be >= 1"),
     ("epochs: ten\n", "epochs: expected an integer, got 'ten'"),
-    ("lr: -0.1\n", "lr: -0.1 must be positive"),
+    ("lr: -0.1\n", "lr: -0.1 must be > 0"),
     ("methods: [rtn, magic]\n", "methods: 'magic' is not one of"),
     ("attacks: [online, psychic]\n", "attacks: 'psychic' is not one of"),
     ("dataset: mnist\n", "dataset: 'mnist' is not one of"),
     ("arch: resnet18\n", "arch: 'resnet18' does not fit the 8x8 digits"),
     ("last_layer_bits: [null, 12]\n", "last_layer_bits: 12 is not a valid bit-width"),
     ("layer_bits: {classifier: 0}\n", "layer_bits.classifier: 0 is not a valid bit-width"),
-    ("symmetric: maybe\n", "symmetric: expected true or false"),
+    ("download: maybe\n", "download: expected true or false"),
     ("bits: [4, 2\nepochs: 3\n", "YAML syntax error at line"),
-    ("test_fraction: 1.5\n", "test_fraction: 1.5 must lie strictly between 0 and 1"),
+    ("test_fraction: 1.5\n", "test_fraction: 1.5 must be < 1"),
     ("methods: [adaround]\ncalib_samples: 2000\n",
      "calib_samples: 2000 is larger than a target's members (673 examples on digits); use at most 673"),
     ("methods: [obc]\ncalib_source: holdout\ncalib_samples: 500\n",
@@ -32,9 +32,23 @@ BAD_PRESETS = [
      "data_root: /nonexistent/tiny-imagenet-200 not found"),
     ("executor: slurm\n", "executor: 'slurm' is not one of ['serial', 'process', 'ray']"),
     ("threat_models: [psychic]\n", "threat_models: 'psychic' is not one of"),
-    ("queries: random\nquery_count: 0\n", "query_count: 0 must be at least 1"),
+    ("queries: random_per_model\nquery_count: 0\n", "query_count: 0 must be >= 1"),
     ("dataset: cifar10\narch: digits_cnn\n", "arch: 'digits_cnn' only fits dataset 'digits'"),
-    ("adaround_beta_end: 0.5\n", "adaround_beta_end: 0.5 must be >= 1"),
+    ("adaround_beta_end: 0.5\n", "adaround_beta_end: removed: beta is always annealed 20 -> 2"),
+    # keys of earlier presets name what replaced them
+    ("bn_reestimate: true\n", "bn_reestimate: renamed: list the methods in bn_retune"),
+    ("queries: random\n", "queries: 'random' was renamed 'random_per_model'"),
+    ("symmetric: true\n", "symmetric: removed: the grid is always asymmetric"),
+    # the protocol keys
+    ("obc_hessian: exact\n", "obc_hessian: 'exact' is not one of ['sequential', 'fp']"),
+    ("obc_calib_rounds: 0\n", "obc_calib_rounds: 0 must be >= 1"),
+    ("obc_damp: -1\n", "obc_damp: -1.0 must be >= 0"),
+    ("bn_retune: [magic]\n", "bn_retune: 'magic' is not one of"),
+    ("bn_retune_source: test\n", "bn_retune_source: 'test' is not one of ['pool', 'members']"),
+    ("bn_retune_momentum: fast\n", "bn_retune_momentum: expected a number or null"),
+    ("train_precision: fp16\n", "train_precision: 'fp16' is not one of ['bf16', 'fp32']"),
+    ("brecq_lambda: 0\n", "brecq_lambda: 0.0 must be > 0"),
+    ("methods: [obc]\nobc_calib_samples: 2048\n", "obc_calib_samples: 2048 is larger than a target's members"),
 ]
 
 
@@ -69,7 +83,7 @@ def test_missing_preset_and_unknown_stage(tmp_path, cli):
 
 
 def test_defaults_and_derived_recipes():
-    cfg = validate({"bits": [8, 4, 1.58], "last_layer_bits": [None, 8]})
+    cfg = validate({"methods": ["rtn"], "bits": [8, 4, 1.58], "last_layer_bits": [None, 8]})
     labels = [(r["bits"], r["last_layer_bits"]) for r in cfg.recipes()]
     # 8 + 8-bit last layer is the plain 8-bit recipe, so it is not repeated
     assert labels == [(8, None), (4, None), (4, 8), (1.58, None), (1.58, 8)]
@@ -96,26 +110,55 @@ def test_presets_in_repo_are_valid():
         load_preset(path)
 
 
-def test_notebook_parameter_cells_match_config_defaults():
-    """The parameters cell of every notebook holds exactly the config's keys and defaults."""
+def test_notebook_parameters_cell_is_a_preset_and_defaults_are_the_default_study():
+    """Stage notebooks read params/<preset>.yaml; with no injected key they run the default study."""
     import ast
     from pathlib import Path
 
     import nbformat
 
-    from ptqlib.config import FIELD_NAMES
-    defaults = StudyConfig().as_dict()
-    for nb_path in sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb")):
+    from ptqlib import config
+    root = Path(__file__).resolve().parent.parent
+    for nb_path in sorted((root / "notebooks").glob("0[1-5]_*.ipynb")):
         nb = nbformat.read(nb_path, as_version=4)
         cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(cells) == 1, nb_path
-        values = {}
-        for node in ast.parse(cells[0].source).body:
-            values[node.targets[0].id] = ast.literal_eval(node.value)
-        assert set(values) == set(FIELD_NAMES), nb_path
-        for k, v in values.items():
-            assert v == defaults[k], (nb_path, k)
+        names = [n.targets[0].id for n in ast.parse(cells[0].source).body]
+        assert names == ["preset"], nb_path
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
+    assert config.from_notebook({"preset": "default"}) == config.load_preset(root / "params/default.yaml") \
+        == StudyConfig()
+    # papermill -f params/smoke.yaml injects the smoke keys over the notebook's preset: the smoke study
+    injected = {"preset": "default", **config.read_preset(root / "params/smoke.yaml")}
+    assert config.from_notebook(injected) == config.load_preset(root / "params/smoke.yaml")
+    # -p overrides one key of the chosen preset
+    assert config.from_notebook({"preset": "smoke", "epochs": 7}).epochs == 7
+    assert config.from_notebook({"preset": "smoke"}).name == "smoke"
+
+
+def test_every_key_is_declared_once_with_a_doc():
+    from ptqlib import config
+    for name, rule in config.RULES.items():
+        assert rule["doc"] and len(rule["doc"]) > 10, name
+    lines = config.describe().splitlines()
+    assert len(lines) == len(config.FIELD_NAMES)
+
+
+def test_empty_preset_is_an_error(tmp_path, cli):
+    preset = tmp_path / "empty.yaml"
+    preset.write_text("# nothing here\n")
+    proc = cli("run", str(preset))
+    assert proc.returncode == 2
+    assert "the preset is empty" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_relative_paths_resolve_from_the_repository_root(tmp_path, monkeypatch):
+    from ptqlib import config
+    monkeypatch.chdir(tmp_path)  # as a notebook opened in notebooks/ would be
+    cfg = validate({"store": "artifacts", "data_root": "../shared/data/x", "reports": str(tmp_path / "r")})
+    assert cfg.store_path == config.REPO_ROOT / "artifacts"
+    assert cfg.data_path == config.REPO_ROOT / "../shared/data/x"
+    assert cfg.report_dir == tmp_path / "r" / "default"
 
 
 def test_malformed_cifar_fails_before_compute(tmp_path, cli):

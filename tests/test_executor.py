@@ -7,11 +7,13 @@ import pytest
 
 from ptqlib import pipeline
 from ptqlib.config import validate
-from ptqlib.executor import JobError, failure_record, run_jobs
+from ptqlib.executor import JobError, run_jobs
+from ptqlib.jobs import TrainJob
+from ptqlib.plan import executor_options, plan
 from ptqlib.store import Store
 
-BASE = dict(num_targets=1, num_shadows=4, epochs=2, bits=[2], last_layer_bits=[None],
-            attacks=["online", "global"], threads=1, worker_threads=1, workers=2)
+BASE = dict(num_targets=1, num_shadows=4, epochs=2, methods=["rtn"], bits=[2], last_layer_bits=[None],
+            attacks=["online", "global"], threads=1, worker_threads=1, workers=2, executor="serial")
 
 
 def _checksums(store: Path) -> dict:
@@ -43,24 +45,26 @@ def test_backends_give_identical_artifacts_and_metrics(serial_run, tmp_path, exe
 
 def test_failing_job_surfaces_with_key_and_traceback_and_only_it_reruns(tmp_path, monkeypatch):
     cfg = validate({**BASE, "store": str(tmp_path / "store")})
-    jobs = pipeline.shadow_jobs(cfg)
+    jobs = list(plan(cfg).shadows)
     bad = jobs[2]
-    real = pipeline._RUNNERS["train"]
+    real = TrainJob.compute
 
-    def flaky(cfg_, store, data, job, out):
+    def flaky(job, store, out):
         if job.key == bad.key:
             raise RuntimeError("simulated out-of-memory")
-        return real(cfg_, store, data, job, out)
+        return real(job, store, out)
 
-    monkeypatch.setitem(pipeline._RUNNERS, "train", flaky)
+    monkeypatch.setattr(TrainJob, "compute", flaky)
+    store = Store(cfg.store_path)
     with pytest.raises(JobError) as err:
-        run_jobs(cfg, jobs)
+        run_jobs(jobs, store, executor_options(cfg))
     assert bad.key in str(err.value) and "simulated out-of-memory" in str(err.value)
-    assert "Traceback" in str(err.value)
-    store = Store(cfg.store)
-    assert not store.is_complete(bad) and failure_record(store, bad).is_file()
+    assert "Traceback" in str(err.value) and "train shadow 2" in str(err.value)
+    assert not store.is_complete(bad) and store.failure_record(bad).is_file()
     done = {j.key: (store.path(j) / "COMPLETE").stat().st_mtime_ns for j in jobs if j is not bad}
-    monkeypatch.setitem(pipeline._RUNNERS, "train", real)
-    run_jobs(cfg, jobs)  # the rerun only runs the failed job
-    assert store.is_complete(bad) and not failure_record(store, bad).exists()
+    monkeypatch.setattr(TrainJob, "compute", real)
+    finished = []
+    run_jobs(jobs, store, executor_options(cfg), on_done=lambda: finished.append(1))
+    assert len(finished) == 1  # the rerun only runs the failed job
+    assert store.is_complete(bad) and not store.failure_record(bad).exists()
     assert {k: (store.root / "train" / k / "COMPLETE").stat().st_mtime_ns for k in done} == done

@@ -47,7 +47,7 @@ queries: identity
 threads: 2
 """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "ptqlib", "run", str(preset), "--stages", "train", "--no-progress"],
+    proc = subprocess.run([sys.executable, "-m", "ptqlib", "run", str(preset), "--stages", "train"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert (tmp_path / "reports" / "fakecifar" / "01_train.html").is_file()

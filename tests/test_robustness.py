@@ -20,10 +20,12 @@ MICRO = """name: micro
 num_targets: 2
 num_shadows: 4
 epochs: 2
+methods: [rtn]
 bits: [2]
 last_layer_bits: [null]
 attacks: [online, online_fixed, global]
 threads: 1
+executor: serial
 """
 
 DRIVER = ("import sys; from ptqlib.config import load_preset; from ptqlib import pipeline; "

@@ -11,12 +11,19 @@ from ptqlib.runner import NOTEBOOKS
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def smoke_preset(work: Path) -> Path:
+    """params/smoke.yaml with its store and reports in `work` (relative paths resolve from the repository root)."""
+    preset = work / "smoke.yaml"
+    preset.write_text((ROOT / "params/smoke.yaml").read_text() + f"\nstore: {work / 'artifacts'}\nreports: {work / 'reports'}\n")
+    return preset
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     from conftest import run_cli
     work = tmp_path_factory.mktemp("smoke")
     t0 = time.perf_counter()
-    proc = run_cli("run", str(ROOT / "params/smoke.yaml"), "--no-progress", cwd=work)
+    proc = run_cli("run", str(smoke_preset(work)), cwd=work)
     return work, proc, time.perf_counter() - t0
 
 
@@ -25,7 +32,8 @@ def test_smoke_runs_all_stages_and_renders_reports(smoke_run):
     work, proc, _ = smoke_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = work / "reports" / "smoke"
-    assert proc.stdout.strip().endswith(f"report: {Path('reports/smoke/index.html')}")
+    assert proc.stdout.strip().endswith(f"report: {report / 'index.html'}")
+    assert "[3/5] quantize" in proc.stdout and "4/4" in proc.stdout  # one progress line per stage, jobs counted
     for nb in NOTEBOOKS.values():
         html = (report / nb).with_suffix(".html")
         assert html.is_file(), html
@@ -46,7 +54,7 @@ def test_rerun_skips_finished_jobs(smoke_run):
     work, proc, _ = smoke_run
     before = {p: p.stat().st_mtime_ns for p in (work / "artifacts").glob("*/*/COMPLETE")}
     from conftest import run_cli
-    proc2 = run_cli("run", str(ROOT / "params/smoke.yaml"), "--no-progress", "--stages", "train,shadows,quantize,attack", cwd=work)
+    proc2 = run_cli("run", str(smoke_preset(work)), "--stages", "train,shadows,quantize,attack", cwd=work)
     assert proc2.returncode == 0, proc2.stderr
     after = {p: p.stat().st_mtime_ns for p in (work / "artifacts").glob("*/*/COMPLETE")}
     assert after == before  # nothing recomputed or rewritten
@@ -57,7 +65,7 @@ def test_notebook_runs_standalone_with_papermill(smoke_run, tmp_path):
     work, _, _ = smoke_run
     out = tmp_path / "out.ipynb"
     proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / NOTEBOOKS["analysis"]),
-                           str(out), "-f", str(ROOT / "params/smoke.yaml")], cwd=work, capture_output=True, text=True,
+                           str(out), "-f", str(smoke_preset(work))], cwd=work, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -66,8 +74,9 @@ def test_notebook_runs_standalone_with_papermill(smoke_run, tmp_path):
 def test_failing_stage_renders_error_and_exits_nonzero(tmp_path):
     from conftest import run_cli
     preset = tmp_path / "p.yaml"
-    preset.write_text("name: nothing_trained\nnum_targets: 1\nnum_shadows: 4\nepochs: 1\n")
-    proc = run_cli("run", str(preset), "--no-progress", "--stages", "quantize", cwd=tmp_path)
+    preset.write_text(f"name: nothing_trained\nnum_targets: 1\nnum_shadows: 4\nepochs: 1\nmethods: [rtn]\n"
+                      f"store: {tmp_path / 'artifacts'}\nreports: {tmp_path / 'reports'}\n")
+    proc = run_cli("run", str(preset), "--stages", "quantize", cwd=tmp_path)
     assert proc.returncode == 1
     html = tmp_path / "reports" / "nothing_trained" / "03_quantize.html"
     assert html.is_file() and "run the 'train' stage first" in html.read_text()

@@ -1,0 +1,387 @@
+"""The study's jobs: small frozen records whose fields are everything that determines their result.
+
+A job's key is a hash of its own fields (`params`) and of the keys of the jobs it reads
+(`inputs`), plus its kind's code version, so a changed field can never reuse a stale result.
+`job.run(store)` reads only the job's own fields (and the stored results of its inputs): no
+config, no planning code. `plan.plan(cfg)` is the one place that turns a config into jobs.
+
+Fields that say where or how fast something runs (the data folder, the device) are not part
+of the key; everything that changes a number is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import SimpleNamespace
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from .data import ImageData, augment_batch, balanced_masks, load_dataset, paired_mask, query_views, target_mask
+from .models import build_model, quantizable_layers
+from .quantize import layer_bits_plan, quantize_model, recipe_label
+from .store import Store, job_key
+from .training import accuracy, pick_device, predict_logits, train_model
+
+FP32_LABEL = "fp32"
+
+
+def _holds_jobs(value) -> bool:
+    return isinstance(value, StudyJob) or (isinstance(value, tuple) and bool(value)
+                                           and all(isinstance(v, StudyJob) for v in value))
+
+
+class StudyJob:
+    """What every job record shares: `kind`, `params`, `inputs`, `key` (read by the store) and `run`."""
+    kind: ClassVar[str]
+    NOT_IN_KEY: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def input_jobs(self) -> tuple:
+        """The jobs whose stored results this one reads, in field order."""
+        out = ()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if _holds_jobs(value):
+                out += value if isinstance(value, tuple) else (value,)
+        return out
+
+    @property
+    def params(self) -> dict:
+        """The job's own fields (input jobs enter through `inputs`), as stored in params.json."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in self.NOT_IN_KEY or _holds_jobs(value):
+                continue
+            out[f.name] = value.identity() if isinstance(value, DataSpec) else value
+        return out
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(j.key for j in self.input_jobs)
+
+    @cached_property
+    def key(self) -> str:
+        return job_key(self.kind, self.params, self.inputs)
+
+    def run(self, store: Store) -> Path:
+        """Compute the job into the store (skipped when already complete); its directory."""
+        return store.run(self, lambda out: self.compute(store, out))
+
+    def compute(self, store: Store, out: Path) -> dict:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The dataset a model trains on; its field names are the config's keys."""
+    dataset: str
+    data_root: str
+    test_fraction: float
+    image_size: int
+    train_subset: int
+    test_subset: int
+    download: bool = False
+
+    def identity(self) -> dict:
+        """What identifies the examples (not where they lie, except for an ImageFolder)."""
+        if self.dataset == "digits":
+            return {"dataset": "digits", "test_fraction": self.test_fraction}
+        spec = {"dataset": self.dataset, "train_subset": self.train_subset, "test_subset": self.test_subset}
+        if self.dataset == "imagefolder":
+            spec.update(root=str(Path(self.data_root).expanduser().resolve()), image_size=self.image_size)
+        return spec
+
+
+_DATA: dict[tuple, ImageData] = {}
+
+
+def load_data(spec: DataSpec, store: Store) -> ImageData:
+    """The dataset, loaded once per process (folder datasets are cached as tensors in the store)."""
+    cache_key = (spec, str(store.root))
+    if cache_key not in _DATA:
+        _DATA[cache_key] = load_dataset(SimpleNamespace(**dataclasses.asdict(spec), store=str(store.root)))
+    return _DATA[cache_key]
+
+
+def model_seed(seed: int, role: str, index: int) -> int:
+    """The seed of one model's initialisation, batches and calibration draws."""
+    role_id = {"target": 1, "shadow": 2}[role]
+    return int(np.random.SeedSequence([seed, role_id, index]).generate_state(1)[0])
+
+
+def _save_model(model: torch.nn.Module, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    (path / "model.pt").write_bytes(buf.getvalue())
+
+
+def _new_model(arch: str, data: ImageData) -> torch.nn.Module:
+    c, h, _ = data.shape
+    return build_model(arch, data.num_classes, c, h)
+
+
+# ---------------------------------------------------------------- train
+
+@dataclass(frozen=True)
+class TrainJob(StudyJob):
+    """Train one target or shadow model on its members of the pool."""
+    kind: ClassVar[str] = "train"
+    NOT_IN_KEY: ClassVar[tuple[str, ...]] = ("device",)
+    data: DataSpec
+    arch: str
+    role: str  # target | shadow
+    index: int
+    seed: int
+    masks: str  # target (a random half) | argsort (balanced over num_models shadows) | paired
+    num_models: int  # argsort: the pool size M the balanced masks are drawn for; else 0
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    augment: str
+    precision: str = "bf16"  # CUDA autocast; the CPU always trains in fp32
+    torch_compile: bool = False
+    device: str = "auto"
+
+    def members(self, n: int) -> np.ndarray:
+        """The model's membership mask over a pool of n examples (derived, never drawn at random)."""
+        if self.masks == "target":
+            return target_mask(self.seed, self.index, n)
+        if self.masks == "paired":
+            return paired_mask(self.seed, self.index, n)
+        return balanced_masks(self.seed, self.num_models, n)[self.index]
+
+    @property
+    def model_seed(self) -> int:
+        return model_seed(self.seed, self.role, self.index)
+
+    def recipe(self) -> dict:
+        """The training recipe, as `training.train_model` takes it."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum,
+                "weight_decay": self.weight_decay, "augment": self.augment}
+
+    def new_model(self, data: ImageData) -> torch.nn.Module:
+        return _new_model(self.arch, data)
+
+    def compute(self, store: Store, out: Path) -> dict:
+        data = load_data(self.data, store)
+        keep = self.members(len(data.y_train))
+        torch.manual_seed(self.model_seed)
+        model = self.new_model(data)
+        with open(out / "log.txt", "w") as log:
+            stats = train_model(model, data, keep, **self.recipe(), seed=self.model_seed, device=pick_device(self.device),
+                                compile_model=self.torch_compile, log=lambda line: print(line, file=log))
+        model.cpu()
+        np.save(out / "keep.npy", keep)
+        _save_model(model, out)
+        return {**stats, "train_acc": accuracy(model, data, "train", keep), "test_acc": accuracy(model, data)}
+
+    def load(self, store: Store) -> torch.nn.Module:
+        return _load_model(self.arch, load_data(self.data, store), store.require(self, "model"))
+
+    def keep(self, store: Store) -> np.ndarray:
+        return np.load(store.require(self, "model") / "keep.npy")
+
+
+def _load_model(arch: str, data: ImageData, path: Path) -> torch.nn.Module:
+    model = _new_model(arch, data)
+    model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+# ---------------------------------------------------------------- quantize
+
+@dataclass(frozen=True)
+class BNRetune:
+    """BatchNorm statistics re-tuned after quantization (the authors' OBC path)."""
+    source: str  # pool (members and non-members) | members
+    samples: int  # images drawn from the source
+    steps: int  # batches of batch_size
+    batch_size: int
+    augment: bool  # with the training augmentation
+    momentum: float | None  # None: exact average over the batches
+
+
+@dataclass(frozen=True)
+class QuantizeJob(StudyJob):
+    """Quantize one trained model with one recipe (method, bits, last-layer bits)."""
+    kind: ClassVar[str] = "quantize"
+    source: TrainJob
+    method: str
+    bits: float
+    last_layer_bits: float | None
+    layer_bits: tuple = ()  # ((layer name, bits), ...) overrides
+    options: tuple = ()  # ((option, value), ...): exactly the options the method reads
+    calib_samples: int = 0  # 0: the method needs no calibration data (RTN)
+    calib_source: str = "members"  # members | holdout
+    calib_rounds: int = 1  # rounds of fresh augmentation over the same images
+    bn_retune: BNRetune | None = None
+
+    @property
+    def params(self) -> dict:
+        p = super().params
+        p["bn_retune"] = None if self.bn_retune is None else dataclasses.asdict(self.bn_retune)
+        return p
+
+    @property
+    def label(self) -> str:
+        return recipe_label(self.method, self.bits, self.last_layer_bits)
+
+    @property
+    def recipe(self) -> dict:
+        return {"method": self.method, "bits": self.bits, "last_layer_bits": self.last_layer_bits}
+
+    def calibration_set(self, data: ImageData, members: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
+        """`calib_samples` normalised images with the training augmentation (uint8 first, as in training).
+
+        From the model's own members (the paper) or the test split (disjoint from the pool). With
+        several rounds, the same images under fresh augmentation, one tensor per round.
+        """
+        gen = torch.Generator().manual_seed(self.source.model_seed)
+        pool = data.x_train[torch.from_numpy(members)] if self.calib_source == "members" else data.x_test
+        pick = torch.randperm(len(pool), generator=gen)[: self.calib_samples]
+        rounds = [data.normalize(augment_batch(pool[pick], self.source.augment, gen)) for _ in range(self.calib_rounds)]
+        return rounds[0] if self.calib_rounds == 1 else rounds
+
+    def retune_batches(self, data: ImageData, members: np.ndarray):
+        """The batches BN statistics are re-tuned on, drawn from a generator of this model's own."""
+        spec = self.bn_retune
+        gen = torch.Generator().manual_seed(self.source.model_seed + 1)
+        pool = data.x_train if spec.source == "pool" else data.x_train[torch.from_numpy(members)]
+        images = pool[torch.randperm(len(pool), generator=gen)[: spec.samples]]
+        augment = self.source.augment if spec.augment else "none"
+        for _ in range(spec.steps):
+            pick = torch.randint(len(images), (min(spec.batch_size, len(images)),), generator=gen)
+            yield data.normalize(augment_batch(images[pick], augment, gen))
+
+    def compute(self, store: Store, out: Path) -> dict:
+        data = load_data(self.source.data, store)
+        model = self.source.load(store)
+        members = self.source.keep(store)
+        names = [n for n, _ in quantizable_layers(model)]
+        plan = layer_bits_plan(names, self.bits, self.last_layer_bits, None, dict(self.layer_bits))
+        calib = self.calibration_set(data, members) if self.calib_samples else None
+        qmodel, qweights = quantize_model(model, self.method, plan, calib, **dict(self.options))
+        if self.bn_retune is not None:
+            from .ptq.bn import retune_batchnorm
+
+            with torch.no_grad():
+                retune_batchnorm(qmodel, self.retune_batches(data, members), momentum=self.bn_retune.momentum)
+        _save_model(qmodel, out)
+        torch.save({n: {"codes": q.codes.to(torch.uint8 if q.grid.levels <= 256 else torch.int32),
+                        "scale": q.grid.scale, "zero": q.grid.zero, "levels": q.grid.levels}
+                    for n, q in qweights.items()}, out / "grid.pt")
+        weights = {n: m.weight.detach() for n, m in quantizable_layers(model)}
+        rel_err = {n: float((q.weight(weights[n].shape) - weights[n]).norm() / weights[n].norm())
+                   for n, q in qweights.items()}
+        algorithm = {n: getattr(q, "algorithm", self.method) for n, q in qweights.items()}
+        stats = {n: getattr(q, "stats", None) for n, q in qweights.items()}
+        with open(out / "log.txt", "w") as log:
+            for n, q in qweights.items():
+                print(f"{n}: {q.grid.levels} levels by {algorithm[n]}, relative weight error {rel_err[n]:.4f}, "
+                      f"stats {stats[n]}", file=log)
+        return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
+                "label": self.label, "algorithm": algorithm, "method_stats": stats,
+                "bn_retuned": self.bn_retune is not None,
+                "source": {"role": self.source.role, "index": self.source.index}}
+
+    def load(self, store: Store) -> torch.nn.Module:
+        return _load_model(self.source.arch, load_data(self.source.data, store), store.require(self, "model"))
+
+    def keep(self, store: Store) -> np.ndarray:
+        return self.source.keep(store)
+
+
+# ---------------------------------------------------------------- query
+
+@dataclass(frozen=True)
+class QueryJob(StudyJob):
+    """Logits of one model on every training-pool and test example, under the query views."""
+    kind: ClassVar[str] = "query"
+    model: TrainJob | QuantizeJob
+    queries: str  # identity | shift | mirror_shift | random_per_model
+    shift: int = 0  # shift, mirror_shift: pixels
+    count: int = 0  # random_per_model: views
+
+    @property
+    def train_job(self) -> TrainJob:
+        return self.model if isinstance(self.model, TrainJob) else self.model.source
+
+    @property
+    def label(self) -> str:
+        return FP32_LABEL if isinstance(self.model, TrainJob) else self.model.label
+
+    @property
+    def recipe(self) -> dict:
+        if isinstance(self.model, TrainJob):
+            return {"method": FP32_LABEL, "bits": 32, "last_layer_bits": None}
+        return self.model.recipe
+
+    @property
+    def view_seed(self) -> int:
+        """random_per_model: seeded by the queried model's own key, so views differ across models."""
+        return int(self.model.key[:15], 16)
+
+    def compute(self, store: Store, out: Path) -> dict:
+        data = load_data(self.train_job.data, store)
+        model = self.model.load(store)
+        for name, images in (("logits.npy", data.x_train), ("logits_test.npy", data.x_test)):
+            views = query_views(data.normalize(images), self.queries, self.shift, self.count, "shift", self.view_seed)
+            logits = torch.stack([predict_logits(model, v) for v in views], dim=1)  # (N, Q, C)
+            np.save(out / name, logits.numpy().astype(np.float32))
+            with open(out / "log.txt", "a") as log:
+                print(f"{name}: {tuple(logits.shape)} logits from {len(views)} '{self.queries}' views", file=log)
+        return {"views": len(views)}
+
+    def scores(self, store: Store, labels: np.ndarray, split: str = "train") -> np.ndarray:
+        from .lira import logit_scores
+
+        name = "logits.npy" if split == "train" else "logits_test.npy"
+        return logit_scores(np.load(store.require(self, "query results", "attack") / name), labels)
+
+
+# ---------------------------------------------------------------- attack
+
+@dataclass(frozen=True)
+class AttackJob(StudyJob):
+    """Every attack on every FP32 and quantized target, under every threat model."""
+    kind: ClassVar[str] = "attack"
+    targets: tuple[QueryJob, ...]
+    shadows: tuple[QueryJob, ...]
+    attacks: tuple[str, ...]
+    threat_models: tuple[str, ...]
+
+    def compute(self, store: Store, out: Path) -> dict:
+        from .attack import attack_all
+
+        data = load_data(self.targets[0].train_job.data, store)
+        rows, scores, members = attack_all(store, self, data.y_train.numpy(), data.y_test.numpy())
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+        (out / "log.txt").write_text(f"{len(rows)} (threat model, target, recipe, attack) rows from "
+                                     f"{len(self.targets)} target and {len(self.shadows)} shadow models\n")
+        np.save(out / "scores.npy", np.stack(scores))
+        np.save(out / "members.npy", np.stack(members))
+        return {"rows": len(rows)}
+
+
+def describe(job: StudyJob) -> str:
+    """A short human name for progress lines and error reports."""
+    if isinstance(job, TrainJob):
+        return f"train {job.role} {job.index}"
+    if isinstance(job, QuantizeJob):
+        return f"quantize {job.source.role} {job.source.index} {job.label}"
+    if isinstance(job, QueryJob):
+        return f"query {job.train_job.role} {job.train_job.index} {job.label}"
+    return job.kind
+

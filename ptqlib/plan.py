@@ -1,0 +1,102 @@
+"""`plan(cfg)`: the one place that turns a config into the study's jobs.
+
+Each job gets exactly the config values its result depends on, canonicalised (a value a job
+does not read is left at its neutral default), so two configs that differ only in keys a
+job does not use give that job the same key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import StudyConfig
+from .executor import ExecutorOptions
+from .jobs import AttackJob, BNRetune, DataSpec, QuantizeJob, QueryJob, TrainJob
+
+# The config keys each PTQ method reads, under the option names `ptq.quantize_model` takes.
+METHOD_KEYS = {
+    "rtn": (),
+    "adaround": ("adaround_iters", "adaround_lr", "adaround_lambda"),
+    "brecq": ("adaround_iters", "adaround_lr", "brecq_lambda", "brecq_loss"),
+    "obc": ("obc_damp", "obc_hessian"),
+    "gptq": ("obc_damp", "obc_hessian"),
+}
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Every job of a preset, by role; `stages` groups them by the stage that runs them."""
+    targets: tuple[TrainJob, ...]
+    shadows: tuple[TrainJob, ...]
+    quantized_targets: tuple[QuantizeJob, ...]
+    quantized_shadows: tuple[QuantizeJob, ...]  # only for the adaptive threat models
+    queries: tuple[QueryJob, ...]  # shadows first, then targets
+    attack: AttackJob
+
+    @property
+    def stages(self) -> dict[str, list]:
+        return {"train": list(self.targets), "shadows": list(self.shadows),
+                "quantize": list(self.quantized_targets + self.quantized_shadows),
+                "attack": [*self.queries, self.attack], "analysis": []}
+
+
+def data_spec(cfg: StudyConfig) -> DataSpec:
+    return DataSpec(dataset=cfg.dataset, data_root=str(cfg.data_path), test_fraction=cfg.test_fraction,
+                    image_size=cfg.image_size, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                    download=cfg.download)
+
+
+def train_job(cfg: StudyConfig, role: str, index: int) -> TrainJob:
+    masks = "target" if role == "target" else cfg.shadow_masks
+    return TrainJob(data=data_spec(cfg), arch=cfg.arch, role=role, index=index, seed=cfg.seed, masks=masks,
+                    num_models=cfg.num_shadows if masks == "argsort" else 0, epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                    augment=cfg.augment, precision=cfg.train_precision, torch_compile=cfg.torch_compile,
+                    device=cfg.device)
+
+
+def quantize_job(cfg: StudyConfig, source: TrainJob, recipe: dict) -> QuantizeJob:
+    method = recipe["method"]
+    is_obc = method in ("obc", "gptq")
+    calib = 0 if method == "rtn" else (cfg.obc_calib_samples or cfg.calib_samples) if is_obc else cfg.calib_samples
+    retune = None
+    if method in cfg.bn_retune:
+        retune = BNRetune(source=cfg.bn_retune_source, samples=cfg.bn_retune_samples, steps=cfg.bn_retune_steps,
+                          batch_size=cfg.batch_size, augment=cfg.bn_retune_augment,
+                          momentum=cfg.bn_retune_momentum)
+    return QuantizeJob(source=source, **recipe, layer_bits=tuple(sorted(cfg.layer_bits.items())),
+                       options=tuple((k, getattr(cfg, k)) for k in METHOD_KEYS[method]),
+                       calib_samples=calib, calib_source=cfg.calib_source if calib else "members",
+                       calib_rounds=cfg.obc_calib_rounds if is_obc else 1, bn_retune=retune)
+
+
+def query_job(cfg: StudyConfig, model) -> QueryJob:
+    shift = cfg.query_shift if cfg.queries in ("shift", "mirror_shift") else 0
+    count = cfg.query_count if cfg.queries == "random_per_model" else 0
+    return QueryJob(model=model, queries=cfg.queries, shift=shift, count=count)
+
+
+def needs_quantized_shadows(cfg: StudyConfig) -> bool:
+    return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out"))
+
+
+def plan(cfg: StudyConfig) -> StudyPlan:
+    """Every job of the study the config describes."""
+    targets = tuple(train_job(cfg, "target", i) for i in range(cfg.num_targets))
+    shadows = tuple(train_job(cfg, "shadow", i) for i in range(cfg.num_shadows))
+    recipes = cfg.recipes()
+    q_targets = tuple(quantize_job(cfg, t, r) for t in targets for r in recipes)
+    q_shadows = tuple(quantize_job(cfg, s, r) for s in shadows for r in recipes) \
+        if needs_quantized_shadows(cfg) else ()
+    shadow_models = shadows + q_shadows
+    target_models = targets + q_targets
+    shadow_queries = tuple(query_job(cfg, m) for m in shadow_models)
+    target_queries = tuple(query_job(cfg, m) for m in target_models)
+    attack = AttackJob(targets=target_queries, shadows=shadow_queries, attacks=tuple(cfg.attacks),
+                       threat_models=tuple(cfg.threat_models))
+    return StudyPlan(targets, shadows, q_targets, q_shadows, shadow_queries + target_queries, attack)
+
+
+def executor_options(cfg: StudyConfig) -> ExecutorOptions:
+    return ExecutorOptions(backend=cfg.executor, workers=cfg.workers, worker_threads=cfg.worker_threads,
+                           use_gpus=cfg.device != "cpu", gpus_per_job=cfg.gpus_per_job,
+                           ray_address=cfg.ray_address)
