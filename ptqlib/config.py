@@ -46,8 +46,9 @@ def key(default, doc: str, *, choices: tuple | None = None, each: tuple | None =
     return dataclasses.field(default=default, metadata=meta)
 
 
-ATTACK_NAMES = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global",
-                "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
+ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global",
+           "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
+METHODS = ("rtn", "adaround", "brecq", "obc", "gptq")
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class StudyConfig:
     torch_compile: bool = key(False, "train through torch.compile: for GPUs (a CPU pays ~25 s per process)")
     # ---- quantization: every recipe = method x bits x last_layer_bits
     methods: tuple = key(("rtn", "adaround", "brecq", "obc"), "PTQ methods",
-                         each=("rtn", "adaround", "brecq", "obc", "gptq"))
+                         each=METHODS)
     bits: tuple = key((8, 4, 2, 1.58), "body bit-widths (1.58 = ternary)", kind="bits")
     last_layer_bits: tuple = key((None, 8), "classifier bit-widths (null = same as the body)", kind="bits_or_null")
     layer_bits: dict = key({}, "per-layer overrides, layer name -> bits (e.g. {conv1: 8})", kind="layer_bits")
@@ -109,7 +110,7 @@ class StudyConfig:
                                 "(authors: 10)", at_least=1)
     obc_damp: float = key(0.01, "OBC/GPTQ relative dampening of the Hessian diagonal (authors: 0)", at_least=0)
     bn_retune: tuple = key((), "methods after which BatchNorm statistics are re-tuned (authors: [obc])",
-                           each=("rtn", "adaround", "brecq", "obc", "gptq"))
+                           each=METHODS)
     bn_retune_source: str = key("pool", "BN re-tuning images: pool (members and non-members: the authors') "
                                 "| members", choices=("pool", "members"))
     bn_retune_samples: int = key(1024, "BN re-tuning: images drawn from the source", at_least=1)
@@ -123,7 +124,7 @@ class StudyConfig:
                        choices=("identity", "shift", "mirror_shift", "random_per_model"))
     query_shift: int = key(1, "shift, mirror_shift: every shift within +-this many pixels", at_least=0)
     query_count: int = key(2, "random_per_model: number of random views per model", at_least=1)
-    attacks: tuple = key(ATTACK_NAMES[:6] + ("rmia",), "attacks scored on every target", each=ATTACK_NAMES)
+    attacks: tuple = key(ATTACKS[:6] + ("rmia",), "attacks scored on every target", each=ATTACKS)
     threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out",
                                each=("fp_shadows", "matched_shadows", "leave_one_out"))
     bootstrap: int = key(1000, "bootstrap resamples for the 95% intervals over targets", at_least=0)

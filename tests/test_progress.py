@@ -1,0 +1,53 @@
+"""The progress line counts jobs: every finished job once, resumed jobs at once, under each executor."""
+import pytest
+
+from ptqlib import pipeline
+from ptqlib.config import validate
+from ptqlib.plan import plan
+from ptqlib.runner import StageProgress
+from ptqlib.store import Store
+
+SMALL = dict(num_targets=1, num_shadows=4, epochs=1, methods=["rtn"], bits=[4], last_layer_bits=[None],
+             threads=1, worker_threads=1, workers=2)
+
+
+class Bar:
+    """Records what a tqdm bar is told."""
+
+    def __init__(self, desc="", total=None, initial=0, **_):
+        self.desc, self.total, self.n, self.updates = desc, total, initial, []
+
+    def update(self, k=1):
+        self.n += k
+        self.updates.append(k)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("executor", ["serial", "process"])
+def test_stage_line_counts_finished_and_resumed_jobs(tmp_path, monkeypatch, executor):
+    bars = []
+    monkeypatch.setattr(pipeline, "progress", lambda **kw: bars.append(Bar(**kw)) or bars[-1])
+    cfg = validate({**SMALL, "store": str(tmp_path / "s"), "executor": executor})
+    store = Store(cfg.store_path)
+    shadows = list(plan(cfg).shadows)
+    shadows[0].run(store)  # finished before the stage starts: a resumed run
+    pipeline.run_stage_jobs(cfg, store, shadows, "train shadows")
+    bar = bars[-1]
+    assert (bar.total, bar.n) == (4, 4)
+    assert bar.updates == [1, 1, 1]  # the three pending jobs, one update each; the finished one counted at start
+    pipeline.run_stage_jobs(cfg, store, shadows, "train shadows")  # all done: the line starts full
+    assert (bars[-1].n, bars[-1].updates) == (4, [])
+
+
+def test_terminal_line_reads_the_store(tmp_path):
+    cfg = validate({**SMALL, "store": str(tmp_path / "s"), "executor": "serial"})
+    store = Store(cfg.store_path)
+    shadows = list(plan(cfg).shadows)
+    shadows[1].run(store)
+    with StageProgress(store, shadows, "[2/5] shadows", interval=0.05) as line:
+        assert (line.bar.total, line.bar.n) == (4, 1)
+        for job in shadows:
+            job.run(store)
+    assert line.bar.n == 4
