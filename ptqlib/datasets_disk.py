@@ -31,9 +31,9 @@ from .store import Job, Store
 
 CIFAR = {
     "cifar10": {"folder": "cifar-10-batches-py", "classes": 10, "title": "CIFAR-10",
-                "archive": "cifar-10-python.tar.gz", "files": "data_batch_1..5, test_batch"},
+                "archive": "cifar-10-python.tar.gz", "files": "data_batch_1..5, test_batch, batches.meta"},
     "cifar100": {"folder": "cifar-100-python", "classes": 100, "title": "CIFAR-100",
-                 "archive": "cifar-100-python.tar.gz", "files": "train, test"},
+                 "archive": "cifar-100-python.tar.gz", "files": "train, test, meta"},
 }
 TINY_FOLDER = "tiny-imagenet-200"
 DISK_DATASETS = (*CIFAR, "tinyimagenet", "imagefolder")
