@@ -76,14 +76,19 @@ def _check_cifar(dataset: str, root: Path, verify: bool) -> Path:
            f"into {root}, or set download: true on a machine with a network")
     if not where.is_dir():
         raise ConfigError(f"data_root: {where} not found; {expected}; {how}")
-    files = cls.train_list + cls.test_list + ([[cls.meta["filename"], cls.meta["md5"]]] if verify else [])
-    missing = [name for name, _ in files if not (where / name).is_file()]
+    data_files = cls.train_list + cls.test_list
+    missing = [name for name, _ in data_files if not (where / name).is_file()]
     if missing:
         raise ConfigError(f"data_root: {where} lacks {', '.join(missing)}; {expected}; {how}")
-    for name, md5 in files if verify else []:
+    if not verify:
+        return where
+    for name, md5 in data_files:
         if not check_integrity(str(where / name), md5):
-            raise ConfigError(f"data_root: {where / name} fails torchvision's MD5 check (a partial or "
-                              f"different file); {how}")
+            raise ConfigError(f"data_root: {where / name} is not a readable CIFAR pickle: it fails "
+                              f"torchvision's MD5 check (a partial, damaged or different file); {how}")
+    meta = where / cls.meta["filename"]
+    if not meta.is_file() or not check_integrity(str(meta), cls.meta["md5"]):
+        raise ConfigError(f"data_root: {meta} is missing or fails torchvision's MD5 check; {expected}; {how}")
     return where
 
 
