@@ -1,12 +1,10 @@
 """Time and peak memory of the five main LiRA variants from stored scores.
 
 M = 64 shadows, N = 50,000 examples, Q = 2 views, balanced masks (the paper's CIFAR setting).
-Compares three ways to compute online, online_fixed, offline, offline_fixed and global:
+Compares two ways to compute online, online_fixed, offline, offline_fixed and global:
 - plain: each variant on its own, structured like the reference code (argsort + gather of the
   IN/OUT scores, np.median and np.std over models), written here for contrast;
-- one-call: ptqlib's ATTACKS[name](shadow_scores, shadow_keep, target_scores), as the pipeline
-  calls it today (fits the shadow statistics once per variant);
-- shared: ptqlib's fit_shadow_stats once, then run_attacks (the fast path).
+- ptqlib: fit_shadow_stats once, then run_attacks (the library's one way).
 
     python benchmarks/bench_lira.py          # writes benchmarks/results/lira.txt
 """
@@ -63,10 +61,6 @@ def plain_all(scores, keep, target):
     return {name: plain_variant(name, scores, keep, target) for name in VARIANTS}
 
 
-def one_call_all(scores, keep, target):
-    return {name: lira.ATTACKS[name](scores, keep, target) for name in VARIANTS}
-
-
 def shared_all(scores, keep, target):
     return lira.run_attacks(lira.fit_shadow_stats(scores, keep), target, VARIANTS)
 
@@ -108,7 +102,6 @@ def main():
 
     reference = plain_all(scores, keep, target)
     for label, fn in [("plain (reference-like, per variant)", plain_all),
-                      ("ptqlib one-call ATTACKS[name] x 5", one_call_all),
                       ("ptqlib shared: fit_shadow_stats + run_attacks", shared_all)]:
         got = fn(scores, keep, target)
         diff = max(float(np.max(np.abs(got[k] - reference[k]) / (1 + np.abs(reference[k])))) for k in VARIANTS)

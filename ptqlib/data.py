@@ -6,10 +6,13 @@ accuracy). Normalisation and augmentation work on whole batches as tensor operat
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from . import datasets_disk
 
 
 @dataclass
@@ -73,13 +76,46 @@ def load_digits_data(test_fraction: float = 0.25, split_seed: int = 0) -> ImageD
                      10, mean, std)
 
 
-def load_dataset(cfg) -> ImageData:
-    """The dataset a config names (digits ships with scikit-learn; others read `data_root`)."""
-    if cfg.dataset == "digits":
-        return load_digits_data(cfg.test_fraction)
-    from . import datasets_disk  # real on-disk layouts (CIFAR, TinyImageNet, ImageFolder)
+def load_dataset(dataset="digits", *, root="data", store="artifacts", test_fraction: float = 0.25,
+                 image_size: int = 0, train_subset: int = 0, test_subset: int = 0, download: bool = False,
+                 verify: bool = True) -> ImageData:
+    """A dataset as `ImageData`: digits from scikit-learn, the others read from `root` (see
+    `ptqlib.datasets_disk`), decoded once into `store`.
 
-    return datasets_disk.load(cfg)
+    test_fraction: digits only. train_subset / test_subset: keep the first n examples (0 = all),
+    in file order for CIFAR (already shuffled), in class round-robin order for the class-sorted
+    folder layouts (so a subset keeps every class); digits ignores them. download: let
+    torchvision fetch CIFAR. verify: torchvision's MD5 check of CIFAR's files. Mean and std are
+    those of the training pool in use. `dataset` may also be a study config.
+    """
+    if not isinstance(dataset, str):
+        return load_dataset(**datasets_disk.dataset_options(dataset))
+    if dataset == "digits":
+        return load_digits_data(test_fraction)
+    raw = datasets_disk.read_images(dataset, root, store=store, image_size=image_size, verify=verify,
+                                    download=download)
+    interleave = dataset not in datasets_disk.CIFAR
+    x_train, y_train = first_examples(raw["x_train"], raw["y_train"], train_subset, interleave)
+    x_test, y_test = first_examples(raw["x_test"], raw["y_test"], test_subset, interleave)
+    mean, std = channel_stats(x_train)
+    return ImageData(dataset, x_train, y_train, x_test, y_test, len(raw["classes"]), mean, std)
+
+
+def _round_robin(labels: torch.Tensor) -> torch.Tensor:
+    """An order that takes one example of each class in turn (stable within a class)."""
+    order = torch.argsort(labels, stable=True)
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank_in_class = torch.arange(len(labels)) - starts
+    return order[torch.argsort(rank_in_class * (int(labels.max()) + 1) + sorted_labels, stable=True)]
+
+
+def first_examples(x: torch.Tensor, y: torch.Tensor, n: int, interleave: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n examples (all when n is 0), in class round-robin order when `interleave`."""
+    if n <= 0 or n >= len(y):
+        return x, y
+    pick = _round_robin(y)[:n] if interleave else torch.arange(n)
+    return x[pick], y[pick]
 
 
 # ---------------------------------------------------------------- membership masks
@@ -136,35 +172,73 @@ def shift_batch(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, pad: int, m
     return xp[batch, chan, rows, cols].to(x.dtype)
 
 
+def shift_flip(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, flip: torch.Tensor | None, pad: int) -> torch.Tensor:
+    """Each image translated by its own (dx, dy) with zero padding (black for uint8 images, as
+    torchvision's RandomCrop(padding=pad)), then mirrored where `flip` is True."""
+    out = shift_batch(x, dx, dy, pad, mode="constant")
+    if flip is None:
+        return out
+    return torch.where(flip.to(x.device).view(-1, 1, 1, 1), out.flip(-1), out)
+
+
 def augment_batch(x: torch.Tensor, kind: str, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training augmentation applied to a whole batch (float or uint8 images)."""
+    """Training augmentation applied to a whole batch (float or uint8 images).
+
+    crop_flip: a random translation within +-4 pixels (zero padding) and a random mirror, as
+    torchvision's RandomCrop(padding=4) + RandomHorizontalFlip; shift: within +-1 pixel, no mirror.
+    """
     if kind == "none":
         return x
     n = x.shape[0]
     pad = 4 if kind == "crop_flip" else 1
     dx = torch.randint(-pad, pad + 1, (n,), generator=generator).to(x.device)
     dy = torch.randint(-pad, pad + 1, (n,), generator=generator).to(x.device)
-    out = shift_batch(x, dx, dy, pad, mode="constant")
-    if kind == "crop_flip":
-        flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-        out = torch.where(flip.view(n, 1, 1, 1), out.flip(-1), out)
-    return out
+    flip = (torch.rand(n, generator=generator) < 0.5) if kind == "crop_flip" else None
+    return shift_flip(x, dx, dy, flip, pad)
 
 
-def query_views(x: torch.Tensor, mode: str, shift: int = 1, count: int = 2, augment: str = "shift",
+QUERY_MODES = ("identity", "shift", "mirror_shift", "random_per_model")
+
+
+def view_seed(model_key: str, seed: int = 0) -> int:
+    """The seed of one model's random query views, derived from its job key (and the study seed):
+    the same for every query of that model, different between models."""
+    digest = hashlib.sha256(f"{seed}:{model_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: torch.Generator takes any int64
+
+
+def query_views(images: torch.Tensor, normalize, mode=None, *legacy, shift: int = 1, count: int = 2,
                 seed: int = 0) -> list[torch.Tensor]:
-    """Deterministic query views of a batch: every model sees exactly the same views.
+    """Normalised query views of a batch of uint8 images, as a list of float tensors.
 
     identity: [x]; shift: every translation within +-shift (reflect padding), identity first;
-    mirror_shift: the same for x and its mirror image (2 * (2s+1)^2 views, the original LiRA);
-    random: `count` views drawn with the training augmentation `augment` from a generator
-    seeded by `seed` (the paper's code), identical for every model given the seed.
+    mirror_shift: the same for x and its mirror image (2 * (2s+1)^2 views, the original LiRA).
+    These are computed after `normalize`, so every model sees exactly the same views.
+    random_per_model: `count` views of the training augmentation (crop with black padding 4 +
+    mirror, drawn per image on the uint8 images, then normalised) from a generator seeded by
+    `seed`; the caller passes a seed derived from the queried model (`view_seed`), so the views
+    are reproducible for one model and drawn afresh for every model, as in the paper's code.
+
+    `query_views(x_normalised, mode, shift, count, augment, seed)` (float images, a mode string
+    second) is the pipeline's current call: it gives the fixed modes of normalised images.
     """
+    if isinstance(normalize, str):
+        old = dict(zip(("shift", "count", "augment", "seed"), ((mode,) if mode is not None else ()) + legacy))
+        if normalize not in QUERY_MODES[:3]:
+            raise ValueError(f"queries: {normalize!r} needs uint8 images and a per-model seed; call "
+                             f"query_views(images_uint8, normalize, {normalize!r}, seed=...)")
+        return _fixed_views(images, normalize, old.get("shift", shift))
+    if mode == "random_per_model":
+        gen = torch.Generator().manual_seed(int(seed))
+        return [normalize(augment_batch(images, "crop_flip", gen)) for _ in range(count)]
+    if mode not in QUERY_MODES:
+        raise ValueError(f"queries: {mode!r} is not a query mode; valid: {', '.join(QUERY_MODES)}")
+    return _fixed_views(normalize(images), mode, shift)
+
+
+def _fixed_views(x: torch.Tensor, mode: str, shift: int) -> list[torch.Tensor]:
     if mode == "identity":
         return [x]
-    if mode == "random":
-        gen = torch.Generator().manual_seed(seed)
-        return [augment_batch(x, augment if augment != "none" else "shift", gen) for _ in range(count)]
     bases = [x] if mode == "shift" else [x, x.flip(-1)]
     offsets = [(0, 0)] + [(dx, dy) for dy in range(-shift, shift + 1)
                           for dx in range(-shift, shift + 1) if (dx, dy) != (0, 0)]

@@ -1,25 +1,25 @@
-"""Real datasets read from a local folder in their standard on-disk layouts.
+"""Real datasets read from a local folder in their standard on-disk layouts, as uint8 tensors.
 
 - cifar10 / cifar100: torchvision's python layout (`cifar-10-batches-py/`, `cifar-100-python/`),
-  whose pickles we read ourselves (torchvision's classes checksum every file on each load).
+  read by `torchvision.datasets.CIFAR10` / `CIFAR100` after torchvision's MD5 check of every file.
   CIFAR-100 uses the 100 fine labels.
 - tinyimagenet: `tiny-imagenet-200/` with `train/<wnid>/images/*.JPEG` and `val/images/*.JPEG`
-  labelled by `val/val_annotations.txt`; classes sorted by wnid for both splits; `val` is the
-  test split.
-- imagefolder: `root/train/<class>/*` and `root/test/<class>/*`, any format Pillow reads,
-  resized to `image_size` only when it is > 0.
+  labelled by `val/val_annotations.txt` (the layout torchvision lacks); classes sorted by wnid for
+  both splits; `val` is the test split.
+- imagefolder: `root/train/<class>/*` and `root/test/<class>/*`, classes and files found by
+  torchvision's ImageFolder helpers, resized to `image_size` only when it is > 0.
 
-`data_root` may be the folder that holds the dataset's folder or that folder itself. Decoded
-images are cached as uint8 tensors in the store (`<store>/dataset/<key>/images.pt`), so JPEGs
-are decoded once. Nothing is ever downloaded unless the preset says `download: true`.
-Subsets take the first n examples: in file order for CIFAR (already shuffled), in class
-round-robin order for the class-sorted folder layouts (so a subset keeps every class).
+`root` may be the folder that holds the dataset's folder or that folder itself. Validation
+(`check_available`) reads every file once into the store (`<store>/dataset/<key>/images.pt`), so a
+corrupt image or pickle stops a run before any training, and JPEGs are decoded only once. Nothing
+is ever downloaded unless `download` is true.
+
+This module does I/O only; `ptqlib.data.load_dataset` turns what it reads into an `ImageData`.
 """
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,19 +27,30 @@ import numpy as np
 import torch
 
 from .config import ConfigError
-from .data import ImageData, channel_stats
 from .store import Job, Store
 
 CIFAR = {
-    "cifar10": {"folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
-                "test": ["test_batch"], "label_key": b"labels", "classes": 10,
-                "archive": "cifar-10-python.tar.gz", "title": "CIFAR-10"},
-    "cifar100": {"folder": "cifar-100-python", "train": ["train"], "test": ["test"],
-                 "label_key": b"fine_labels", "classes": 100,
-                 "archive": "cifar-100-python.tar.gz", "title": "CIFAR-100"},
+    "cifar10": {"folder": "cifar-10-batches-py", "classes": 10, "title": "CIFAR-10",
+                "archive": "cifar-10-python.tar.gz", "files": "data_batch_1..5, test_batch, batches.meta"},
+    "cifar100": {"folder": "cifar-100-python", "classes": 100, "title": "CIFAR-100",
+                 "archive": "cifar-100-python.tar.gz", "files": "train, test, meta"},
 }
 TINY_FOLDER = "tiny-imagenet-200"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+DISK_DATASETS = (*CIFAR, "tinyimagenet", "imagefolder")
+VERIFY_ENV = "PTQLIB_VERIFY_CHECKSUMS"  # "0" skips CIFAR's MD5 check: for tests' fake pickles only
+
+
+def dataset_options(cfg) -> dict:
+    """The plain keyword arguments of `ptqlib.data.load_dataset` that a study config names."""
+    return {"dataset": cfg.dataset, "root": cfg.data_root, "store": cfg.store,
+            "test_fraction": cfg.test_fraction, "image_size": cfg.image_size,
+            "train_subset": cfg.train_subset, "test_subset": cfg.test_subset, "download": cfg.download,
+            "verify": os.environ.get(VERIFY_ENV, "1") != "0"}
+
+
+def _disk_options(cfg) -> dict:
+    o = dataset_options(cfg)
+    return {k: o[k] for k in ("root", "store", "image_size", "verify")}
 
 
 # ---------------------------------------------------------------- where the data lies
@@ -49,53 +60,106 @@ def _dataset_dir(root: Path, folder: str) -> Path:
     return root if root.name == folder and not (root / folder).exists() else root / folder
 
 
-def check_available(cfg) -> None:
-    """Raise a one-line ConfigError naming the path looked at, what belongs there, how to get it."""
-    root = Path(cfg.data_root).expanduser()
-    if cfg.dataset in CIFAR:
-        spec = CIFAR[cfg.dataset]
-        where = _dataset_dir(root, spec["folder"])
-        files = ", ".join(spec["train"] + spec["test"]) if cfg.dataset == "cifar100" else "data_batch_1..5, test_batch"
-        how = (f"download {spec['archive']} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
-               f"into {root}, or set download: true on a machine with a network")
-        if not where.is_dir():
-            raise ConfigError(f"data_root: {where} not found; expected torchvision's {spec['title']} python "
-                              f"layout ({files}); {how}")
-        missing = [f for f in spec["train"] + spec["test"] if not (where / f).is_file()]
-        if missing:
-            raise ConfigError(f"data_root: {where} lacks {', '.join(missing)}; expected torchvision's "
-                              f"{spec['title']} python layout ({files}); {how}")
-        for f in spec["train"] + spec["test"]:  # a malformed pickle fails here, before any compute
-            _read_cifar_file(where / f, spec["label_key"], spec["classes"])
-    elif cfg.dataset == "tinyimagenet":
-        where = _dataset_dir(root, TINY_FOLDER)
-        how = (f"download tiny-imagenet-200.zip from http://cs231n.stanford.edu/tiny-imagenet-200.zip "
-               f"and unzip it into {root}")
-        expected = "train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt"
-        for need in (where, where / "train", where / "val" / "images", where / "val" / "val_annotations.txt"):
-            if not need.exists():
-                raise ConfigError(f"data_root: {need} not found; expected the {TINY_FOLDER} layout "
-                                  f"({expected}); {how}")
-    elif cfg.dataset == "imagefolder":
-        for split in ("train", "test"):
-            where = root / split
-            if not where.is_dir() or not any(p.is_dir() for p in where.iterdir()):
-                raise ConfigError(f"data_root: {where} not found or has no class folders; expected "
-                                  f"{root}/train/<class>/<image> and {root}/test/<class>/<image> (any format "
-                                  f"Pillow reads); point data_root at the folder holding train/ and test/")
-    else:
-        raise ConfigError(f"dataset: {cfg.dataset!r} is not read from disk; use cifar10, cifar100, "
-                          f"tinyimagenet or imagefolder")
+def _cifar_class(dataset: str):
+    import torchvision
+
+    return torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
 
 
-def dataset_identity(cfg) -> dict:
-    """What identifies the examples a config trains on (for job keys): dataset, subsets, size.
+def _check_cifar(dataset: str, root: Path, verify: bool) -> Path:
+    from torchvision.datasets.utils import check_integrity
+
+    spec, cls = CIFAR[dataset], _cifar_class(dataset)
+    where = _dataset_dir(root, spec["folder"])
+    expected = f"expected torchvision's {spec['title']} python layout ({spec['files']})"
+    how = (f"download {spec['archive']} from https://www.cs.toronto.edu/~kriz/cifar.html and extract it "
+           f"into {root}, or set download: true on a machine with a network")
+    if not where.is_dir():
+        raise ConfigError(f"data_root: {where} not found; {expected}; {how}")
+    data_files = cls.train_list + cls.test_list
+    missing = [name for name, _ in data_files if not (where / name).is_file()]
+    if missing:
+        raise ConfigError(f"data_root: {where} lacks {', '.join(missing)}; {expected}; {how}")
+    if not verify:
+        return where
+    for name, md5 in data_files:
+        if not check_integrity(str(where / name), md5):
+            raise ConfigError(f"data_root: {where / name} is not a readable CIFAR pickle: it fails "
+                              f"torchvision's MD5 check (a partial, damaged or different file); {how}")
+    meta = where / cls.meta["filename"]
+    if not meta.is_file() or not check_integrity(str(meta), cls.meta["md5"]):
+        raise ConfigError(f"data_root: {meta} is missing or fails torchvision's MD5 check; {expected}; {how}")
+    return where
+
+
+def _check_tinyimagenet(root: Path) -> Path:
+    where = _dataset_dir(root, TINY_FOLDER)
+    how = f"download http://cs231n.stanford.edu/tiny-imagenet-200.zip and unzip it into {root}"
+    expected = "train/<wnid>/images/*.JPEG, val/images/*.JPEG and val/val_annotations.txt"
+    for need in (where, where / "train", where / "val" / "images", where / "val" / "val_annotations.txt"):
+        if not need.exists():
+            raise ConfigError(f"data_root: {need} not found; expected the {TINY_FOLDER} layout ({expected}); {how}")
+    return where
+
+
+def _check_imagefolder(root: Path) -> Path:
+    for split in ("train", "test"):
+        where = root / split
+        if not where.is_dir() or not any(p.is_dir() for p in where.iterdir()):
+            raise ConfigError(f"data_root: {where} not found or has no class folders; expected "
+                              f"{root}/train/<class>/<image> and {root}/test/<class>/<image> (any format "
+                              f"Pillow reads); point data_root at the folder holding train/ and test/")
+    return root
+
+
+def check_available(dataset, root=None, *, store=None, image_size: int = 0, verify: bool = True) -> Path | None:
+    """Validate a dataset on disk and read it once into the store; return the cache folder.
+
+    Raises a one-line ConfigError naming the path looked at (a missing folder or file, a CIFAR file
+    that fails torchvision's MD5 check, an unreadable pickle, a corrupt or odd-sized image) and
+    what belongs there. Every image is decoded here (about 1.5 s per 10,000 small JPEGs on one core),
+    so a bad file stops the run before any training; later loads read the decoded cache. With
+    `store=None` the dataset is read and checked but not kept. `dataset` may also be a study config.
+    """
+    if not isinstance(dataset, str):
+        return check_available(dataset.dataset, **_disk_options(dataset))
+    read, job = _reader(dataset, Path(root).expanduser(), image_size, verify)
+    if store is None:
+        read()
+        return None
+
+    def compute(out: Path) -> dict:
+        raw = read()
+        torch.save(raw, out / "images.pt")
+        return {"train_examples": len(raw["y_train"]), "test_examples": len(raw["y_test"]),
+                "shape": list(raw["x_train"].shape[1:])}
+
+    return Store(store).run(job, compute)
+
+
+def read_images(dataset: str, root, *, store, image_size: int = 0, verify: bool = True,
+                download: bool = False) -> dict:
+    """{x_train, y_train, x_test, y_test: uint8 (N, C, H, W) / int64 (N,), classes: names}."""
+    if download:
+        _download(dataset, Path(root).expanduser())
+    folder = check_available(dataset, root, store=store, image_size=image_size, verify=verify)
+    return torch.load(folder / "images.pt", weights_only=True)
+
+
+def dataset_identity(dataset, *, train_subset: int = 0, test_subset: int = 0, root=None,
+                     image_size: int = 0) -> dict:
+    """What identifies the examples a study trains on (for job keys): dataset, subsets, size.
 
     An imagefolder dataset is only known by its folder, so its resolved path is part of it.
+    `dataset` may also be a study config.
     """
-    spec = {"dataset": cfg.dataset, "train_subset": cfg.train_subset, "test_subset": cfg.test_subset}
-    if cfg.dataset == "imagefolder":
-        spec.update(root=str(Path(cfg.data_root).expanduser().resolve()), image_size=cfg.image_size)
+    if not isinstance(dataset, str):
+        cfg = dataset
+        return dataset_identity(cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                                root=cfg.data_root, image_size=cfg.image_size)
+    spec = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset}
+    if dataset == "imagefolder":
+        spec.update(root=str(Path(root).expanduser().resolve()), image_size=image_size)
     return spec
 
 
@@ -103,40 +167,31 @@ def _fingerprint(files: list[Path], base: Path) -> str:
     """A hash of every file's relative path and size: a changed dataset gets a new cache entry."""
     h = hashlib.sha256()
     for f in files:
-        h.update(f"{f.relative_to(base).as_posix()}:{f.stat().st_size}\n".encode())
+        h.update(f"{Path(f).relative_to(base).as_posix()}:{Path(f).stat().st_size}\n".encode())
     return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- readers
 
-def _read_cifar_file(path: Path, label_key: bytes, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
-    except Exception as err:  # any unpickling failure means the file is not what it should be
-        raise ConfigError(f"data_root: {path} is not a readable CIFAR pickle ({type(err).__name__}: "
-                          f"{str(err)[:80]}); delete the folder and extract the archive again") from None
-    if not isinstance(entry, dict) or b"data" not in entry or label_key not in entry:
-        keys = sorted(entry)[:6] if isinstance(entry, dict) else type(entry).__name__
-        raise ConfigError(f"data_root: {path} has no {b'data'!r} and {label_key!r} entries (found {keys}); "
-                          f"it is not a torchvision CIFAR pickle")
-    images = np.asarray(entry[b"data"])
-    labels = np.asarray(entry[label_key], dtype=np.int64)
-    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32 or len(labels) != len(images):
-        raise ConfigError(f"data_root: {path} holds data of shape {images.shape} ({images.dtype}) and "
-                          f"{len(labels)} labels; expected uint8 (N, 3072) rows and N labels")
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ConfigError(f"data_root: {path} has labels outside 0..{num_classes - 1}")
-    return images.reshape(-1, 3, 32, 32), labels
-
-
-def _read_cifar(where: Path, spec: dict) -> dict:
-    out = {}
+def _read_cifar(dataset: str, where: Path, verify: bool) -> dict:
+    cls = _cifar_class(dataset)
+    if not verify:  # the tests' fake pickles: torchvision's reader without its MD5 checks
+        cls = type(cls.__name__, (cls,), {"_check_integrity": lambda self: True,
+                                          "_load_meta": lambda self: None})
+    out = {"classes": [str(i) for i in range(CIFAR[dataset]["classes"])]}
     for split in ("train", "test"):
-        parts = [_read_cifar_file(where / f, spec["label_key"], spec["classes"]) for f in spec[split]]
-        out[f"x_{split}"] = torch.from_numpy(np.concatenate([p[0] for p in parts]))
-        out[f"y_{split}"] = torch.from_numpy(np.concatenate([p[1] for p in parts]))
-    out["classes"] = [str(i) for i in range(spec["classes"])]
+        try:
+            ds = cls(str(where.parent), train=split == "train", download=False)
+            x = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
+            y = torch.tensor(ds.targets, dtype=torch.int64)
+        except Exception as err:  # any failure to unpickle or reshape means the files are not CIFAR's
+            raise ConfigError(f"data_root: {where} could not be read by torchvision's {cls.__name__} "
+                              f"({type(err).__name__}: {str(err)[:80]}); delete the folder and extract "
+                              f"the archive again") from None
+        if x.dtype != torch.uint8 or len(y) != len(x) or (len(y) and not 0 <= int(y.min()) <= int(y.max()) < len(out["classes"])):
+            raise ConfigError(f"data_root: {where} holds {split} data of dtype {x.dtype}, {len(x)} images and "
+                              f"{len(y)} labels; expected uint8 images and one label in 0..{len(out['classes']) - 1} each")
+        out[f"x_{split}"], out[f"y_{split}"] = x, y
     return out
 
 
@@ -147,11 +202,11 @@ def _decode(paths: list[Path], mode: str, size: int, expect: tuple | None) -> to
     def one(path: Path) -> np.ndarray:
         try:
             with Image.open(path) as im:
-                im = im.convert(mode)
+                im = im.convert(mode)  # a full decode: a truncated file fails here
                 if size > 0 and im.size != (size, size):
                     im = im.resize((size, size), Image.BILINEAR)
                 arr = np.asarray(im, dtype=np.uint8)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, SyntaxError) as err:  # PIL raises SyntaxError for some broken headers
             raise ConfigError(f"data_root: {path} could not be read as an image ({str(err)[:80]}); "
                               f"remove or replace the file") from None
         if expect is not None and arr.shape[:2] != expect:
@@ -159,19 +214,22 @@ def _decode(paths: list[Path], mode: str, size: int, expect: tuple | None) -> to
                               f"{expect[1]}x{expect[0]} like the other images (set image_size to resize)")
         return arr.reshape(arr.shape[0], arr.shape[1], -1)
 
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
         arrays = list(pool.map(one, paths))
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def _class_files(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """torchvision's ImageFolder discovery: sorted class folders, their image files (any depth)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    classes, index = find_classes(str(folder))
+    return classes, make_dataset(str(folder), index, extensions=IMG_EXTENSIONS, allow_empty=True)
 
 
 def _list_tinyimagenet(where: Path) -> tuple[list[str], dict]:
-    classes = sorted(p.name for p in (where / "train").iterdir() if p.is_dir())
+    classes, train = _class_files(where / "train")
     index = {c: i for i, c in enumerate(classes)}
-    train = [(f, index[c]) for c in classes for f in _image_files(where / "train" / c / "images")]
     ann = where / "val" / "val_annotations.txt"
     test = []
     for lineno, line in enumerate(ann.read_text().splitlines(), start=1):
@@ -181,9 +239,9 @@ def _list_tinyimagenet(where: Path) -> tuple[list[str], dict]:
         if len(cols) < 2 or cols[1] not in index:
             raise ConfigError(f"data_root: {ann} line {lineno} is {line[:60]!r}; expected '<file>\\t<wnid>\\t...' "
                               f"with a wnid that has a folder in {where / 'train'}")
-        test.append((where / "val" / "images" / cols[0], index[cols[1]]))
+        test.append((str(where / "val" / "images" / cols[0]), index[cols[1]]))
     for f, _ in test:
-        if not f.is_file():
+        if not Path(f).is_file():
             raise ConfigError(f"data_root: {f} is listed in {ann} but missing; unzip tiny-imagenet-200.zip again")
     if not train:
         raise ConfigError(f"data_root: {where / 'train'} holds no images in <wnid>/images/; unzip tiny-imagenet-200.zip again")
@@ -191,17 +249,19 @@ def _list_tinyimagenet(where: Path) -> tuple[list[str], dict]:
 
 
 def _list_imagefolder(root: Path) -> tuple[list[str], dict]:
-    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    classes, train = _class_files(root / "train")
     index = {c: i for i, c in enumerate(classes)}
     extra = sorted(p.name for p in (root / "test").iterdir() if p.is_dir() and p.name not in index)
     if extra:
         raise ConfigError(f"data_root: {root / 'test'} has class folders {extra[:5]} that {root / 'train'} lacks; "
                           f"every test class needs training images")
-    files = {split: [(f, index[c]) for c in classes if (root / split / c).is_dir()
-                     for f in _image_files(root / split / c)] for split in ("train", "test")}
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    files = {"train": train, "test": make_dataset(str(root / "test"), index, extensions=IMG_EXTENSIONS, allow_empty=True)}
     for split in ("train", "test"):
         if not files[split]:
-            raise ConfigError(f"data_root: {root / split} has class folders but no image files in them")
+            raise ConfigError(f"data_root: {root / split} has class folders but no image files in them "
+                              f"(extensions {', '.join(IMG_EXTENSIONS)})")
     return classes, files
 
 
@@ -210,8 +270,13 @@ def _read_folders(classes: list[str], files: dict, mode: str, size: int, expect:
     if expect is None and size == 0:  # all images must share the first image's size
         from PIL import Image
 
-        with Image.open(files["train"][0][0]) as im:
-            expect = (im.size[1], im.size[0])
+        first = files["train"][0][0]
+        try:
+            with Image.open(first) as im:
+                expect = (im.size[1], im.size[0])
+        except (OSError, ValueError, SyntaxError) as err:
+            raise ConfigError(f"data_root: {first} could not be read as an image ({str(err)[:80]}); "
+                              f"remove or replace the file") from None
     for split in ("train", "test"):
         paths, labels = zip(*files[split])
         out[f"x_{split}"] = _decode(list(paths), mode, size, expect)
@@ -220,84 +285,46 @@ def _read_folders(classes: list[str], files: dict, mode: str, size: int, expect:
 
 
 def _imagefolder_mode(files: dict) -> str:
-    """Grayscale when every training image is grayscale, RGB otherwise."""
+    """Grayscale when every training image is grayscale, RGB otherwise (unreadable files: RGB, and
+    the decode names them)."""
     from PIL import Image
 
     for f, _ in files["train"]:
-        with Image.open(f) as im:
-            if im.mode not in ("L", "1", "I", "I;16", "F"):
-                return "RGB"
+        try:
+            with Image.open(f) as im:
+                if im.mode not in ("L", "1", "I", "I;16", "F"):
+                    return "RGB"
+        except (OSError, ValueError, SyntaxError):
+            return "RGB"
     return "L"
 
 
-# ---------------------------------------------------------------- load (cached)
-
-def _download(cfg) -> None:
-    """torchvision's downloader, only when the preset asks for it (download: true)."""
-    if cfg.dataset not in CIFAR:
-        raise ConfigError(f"download: only cifar10 and cifar100 can be downloaded; place {cfg.dataset} "
-                          f"under data_root yourself")
-    import torchvision
-
-    cls = torchvision.datasets.CIFAR10 if cfg.dataset == "cifar10" else torchvision.datasets.CIFAR100
-    Path(cfg.data_root).mkdir(parents=True, exist_ok=True)
-    cls(cfg.data_root, train=True, download=True)
-
-
-def _read_all(cfg):
+def _reader(dataset: str, root: Path, image_size: int, verify: bool):
     """(a function that reads the raw dataset, the cache job keyed by the files' fingerprint)."""
-    root = Path(cfg.data_root).expanduser()
-    if cfg.dataset in CIFAR:
-        spec = CIFAR[cfg.dataset]
-        where = _dataset_dir(root, spec["folder"])
-        files = [where / f for f in spec["train"] + spec["test"]]
-        params = {"dataset": cfg.dataset, "files": _fingerprint(files, where)}
-        return (lambda: _read_cifar(where, spec)), Job("dataset", params)
-    if cfg.dataset == "tinyimagenet":
-        where = _dataset_dir(root, TINY_FOLDER)
+    if dataset in CIFAR:
+        where = _check_cifar(dataset, root, verify)
+        cls = _cifar_class(dataset)
+        files = [where / name for name, _ in cls.train_list + cls.test_list]
+        params = {"dataset": dataset, "files": _fingerprint(files, where)}
+        return (lambda: _read_cifar(dataset, where, verify)), Job("dataset", params)
+    if dataset == "tinyimagenet":
+        where = _check_tinyimagenet(root)
         classes, files = _list_tinyimagenet(where)
-        params = {"dataset": cfg.dataset, "files": _fingerprint([f for s in files.values() for f, _ in s], where)}
+        params = {"dataset": dataset, "files": _fingerprint([f for s in files.values() for f, _ in s], where)}
         return (lambda: _read_folders(classes, files, "RGB", 0, (64, 64))), Job("dataset", params)
-    classes, files = _list_imagefolder(root)
-    params = {"dataset": cfg.dataset, "image_size": cfg.image_size, "classes": classes,
-              "files": _fingerprint([f for s in files.values() for f, _ in s], root)}
-    return (lambda: _read_folders(classes, files, _imagefolder_mode(files), cfg.image_size, None)), Job("dataset", params)
+    if dataset == "imagefolder":
+        _check_imagefolder(root)
+        classes, files = _list_imagefolder(root)
+        params = {"dataset": dataset, "image_size": image_size, "classes": classes,
+                  "files": _fingerprint([f for s in files.values() for f, _ in s], root)}
+        return (lambda: _read_folders(classes, files, _imagefolder_mode(files), image_size, None)), Job("dataset", params)
+    raise ConfigError(f"dataset: {dataset!r} is not read from disk; use {', '.join(DISK_DATASETS)}")
 
 
-def _round_robin(labels: torch.Tensor) -> torch.Tensor:
-    """An order that takes one example of each class in turn (stable within a class)."""
-    order = torch.argsort(labels, stable=True)
-    sorted_labels = labels[order]
-    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
-    rank_in_class = torch.arange(len(labels)) - starts
-    return order[torch.argsort(rank_in_class * (int(labels.max()) + 1) + sorted_labels, stable=True)]
-
-
-def _first(x: torch.Tensor, y: torch.Tensor, n: int, interleave: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if n <= 0 or n >= len(y):
-        return x, y
-    pick = _round_robin(y)[:n] if interleave else torch.arange(n)
-    return x[pick], y[pick]
-
-
-def load(cfg) -> ImageData:
-    """The dataset a config names, as uint8 tensors with per-dataset mean/std (see module doc)."""
-    if cfg.download:
-        _download(cfg)
-    check_available(cfg)
-    read, job = _read_all(cfg)
-    store = Store(cfg.store)
-
-    def compute(out: Path) -> dict:
-        raw = read()
-        torch.save(raw, out / "images.pt")
-        return {"train_examples": len(raw["y_train"]), "test_examples": len(raw["y_test"]),
-                "shape": list(raw["x_train"].shape[1:])}
-
-    path = store.run(job, compute)
-    raw = torch.load(path / "images.pt", weights_only=True)
-    interleave = cfg.dataset not in CIFAR
-    x_train, y_train = _first(raw["x_train"], raw["y_train"], cfg.train_subset, interleave)
-    x_test, y_test = _first(raw["x_test"], raw["y_test"], cfg.test_subset, interleave)
-    mean, std = channel_stats(x_train)
-    return ImageData(cfg.dataset, x_train, y_train, x_test, y_test, len(raw["classes"]), mean, std)
+def _download(dataset: str, root: Path) -> None:
+    """torchvision's downloader, only when asked for (download: true)."""
+    if dataset not in CIFAR:
+        raise ConfigError(f"download: only cifar10 and cifar100 can be downloaded; place {dataset} "
+                          f"under data_root yourself")
+    root.mkdir(parents=True, exist_ok=True)
+    _cifar_class(dataset)(str(root), train=True, download=True)

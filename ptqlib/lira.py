@@ -9,13 +9,11 @@ min_j |IN_j| (min_j |OUT_j|) shadows in model order, so the arrays are rectangul
 number of references cannot itself reveal membership; centres are medians over models,
 spreads are standard deviations (ddof = 0).
 
-Two ways to call the attacks:
-- `ATTACKS[name](shadow_scores, shadow_keep, target_scores)`: one call, one attack.
-- fast path, for many attacks and many targets against the same shadows:
+One way to run the attacks, for any number of named variants and targets against one pool:
       stats = fit_shadow_stats(shadow_scores, shadow_keep)       # once: medians, stds
       scores = run_attacks(stats, target_scores, names)           # per target: cheap
-  Both give the same numbers; the first simply fits the statistics on every call.
-  Leave-one-out: fit_shadow_stats(pool_scores, pool_keep, exclude=j), then score pool_scores[j].
+Leave-one-out: fit_shadow_stats(pool_scores, pool_keep, exclude=j), then score pool_scores[j]
+(`ptqlib.threat` builds both threat models on this). Attack names: `VARIANTS`.
 
 Variance options (the `variance` of a variant):
 - "per_example": the std over shadows of each example and query (the paper's default).
@@ -49,17 +47,6 @@ def logit_scores(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     others = z.copy()
     np.put_along_axis(others, y[..., None], -np.inf, axis=-1)
     return z_y - logsumexp(others, axis=-1)
-
-
-def split_in_out(shadow_scores: np.ndarray, shadow_keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """IN and OUT score arrays (k_in, N, Q) and (k_out, N, Q), truncated to equal counts."""
-    keep = np.asarray(shadow_keep, dtype=bool)
-    k_in, k_out = _counts(keep)
-    in_first = np.argsort(~keep, axis=0, kind="stable")[:k_in]   # model ids, IN models first
-    out_first = np.argsort(keep, axis=0, kind="stable")[:k_out]
-    dat_in = np.take_along_axis(shadow_scores, in_first[..., None], axis=0)
-    dat_out = np.take_along_axis(shadow_scores, out_first[..., None], axis=0)
-    return dat_in, dat_out
 
 
 def _counts(keep: np.ndarray, use_in: np.ndarray | None = None, use_out: np.ndarray | None = None) -> tuple[int, int]:
@@ -202,14 +189,14 @@ def _check_target(stats: ShadowStats, target_scores) -> np.ndarray:
     return t
 
 
-def score_online(stats: ShadowStats, target_scores, variance: str = "per_example") -> np.ndarray:
+def _score_online(stats: ShadowStats, target_scores, variance: str = "per_example") -> np.ndarray:
     """Online LiRA: mean over queries of log N(phi; in) - log N(phi; out)."""
     t = _check_target(stats, target_scores)
     sd_in, sd_out = _spreads(stats, variance, online=True)
     return (_log_normal(t, stats.mu_in, sd_in) - _log_normal(t, stats.mu_out, sd_out)).mean(axis=-1)
 
 
-def score_offline(stats: ShadowStats, target_scores, variance: str = "per_example",
+def _score_offline(stats: ShadowStats, target_scores, variance: str = "per_example",
                   one_sided: bool = False) -> np.ndarray:
     """Offline LiRA, OUT Gaussians only.
 
@@ -223,13 +210,13 @@ def score_offline(stats: ShadowStats, target_scores, variance: str = "per_exampl
     return -_log_normal(t, stats.mu_out, sd).mean(axis=-1)
 
 
-def score_global(target_scores) -> np.ndarray:
+def _score_global(target_scores) -> np.ndarray:
     """The classic confidence attack: the target's own mean score, no shadows needed."""
     t = np.asarray(target_scores, dtype=np.float64)
     return t if t.ndim == 1 else t.mean(axis=-1)
 
 
-# name -> (kind, variance, one_sided); one table for both ways of calling
+# name -> (kind, variance, one_sided)
 VARIANTS = {
     "online": ("online", "per_example", False),
     "online_fixed": ("online", "fixed", False),
@@ -251,66 +238,16 @@ def score_attack(stats: ShadowStats | None, target_scores, name: str) -> np.ndar
         raise ValueError(f"unknown attack {name!r}; valid: {', '.join(VARIANTS)}")
     kind, variance, one_sided = VARIANTS[name]
     if kind == "global":
-        return score_global(target_scores)
+        return _score_global(target_scores)
     if kind == "online":
-        return score_online(stats, target_scores, variance)
-    return score_offline(stats, target_scores, variance, one_sided)
+        return _score_online(stats, target_scores, variance)
+    return _score_offline(stats, target_scores, variance, one_sided)
 
 
 def run_attacks(stats: ShadowStats, target_scores, names=MAIN_ATTACKS) -> dict[str, np.ndarray]:
     """{name: membership scores (N,)} for every named variant, sharing one set of statistics."""
     return {name: score_attack(stats, target_scores, name) for name in names}
 
-
-# ---------------------------------------------------------------- one-call functions
-
-def _variance_name(fixed_variance) -> str:
-    if fixed_variance == "residual":
-        return "fixed_residual"
-    return "fixed" if fixed_variance else "per_example"
-
-
-def lira_online(shadow_scores, shadow_keep, target_scores, fixed_variance: bool | str = False) -> np.ndarray:
-    """Online LiRA: mean over queries of log N(phi; in) - log N(phi; out).
-
-    fixed_variance: False (per-example stds), True (both spreads are one global std of all IN
-    scores: the reference's choice, better with fewer than ~64 shadows) or "residual" (one
-    residual std per side, see the module docstring).
-    """
-    stats = fit_shadow_stats(shadow_scores, shadow_keep)
-    return score_online(stats, target_scores, _variance_name(fixed_variance))
-
-
-def lira_offline(shadow_scores, shadow_keep, target_scores, fixed_variance: bool | str = False) -> np.ndarray:
-    """Offline LiRA as the reference code scores it: minus the mean OUT log-likelihood.
-
-    Two-sided: an unusually low score is also called a member.
-    """
-    stats = fit_shadow_stats(shadow_scores, shadow_keep)
-    return score_offline(stats, target_scores, _variance_name(fixed_variance), one_sided=False)
-
-
-def lira_offline_one_sided(shadow_scores, shadow_keep, target_scores,
-                           fixed_variance: bool | str = False) -> np.ndarray:
-    """Offline LiRA as the paper describes it: mean over queries of log P(phi_out <= phi)."""
-    stats = fit_shadow_stats(shadow_scores, shadow_keep)
-    return score_offline(stats, target_scores, _variance_name(fixed_variance), one_sided=True)
-
-
-def global_threshold(shadow_scores, shadow_keep, target_scores) -> np.ndarray:
-    """The classic confidence attack: the target's own mean score, no shadows needed."""
-    return score_global(target_scores)
-
-
-def _one_call(name):
-    def attack(shadow_scores, shadow_keep, target_scores):
-        stats = None if name == "global" else fit_shadow_stats(shadow_scores, shadow_keep)
-        return score_attack(stats, target_scores, name)
-    attack.__name__ = f"lira_{name}"
-    return attack
-
-
-ATTACKS = {name: _one_call(name) for name in VARIANTS}
 
 ATTACK_LABELS = {
     "online": "LiRA online",

@@ -12,7 +12,7 @@ reference models that did NOT train on x exist, and p(x) is extrapolated from th
 
 a = 1 trusts p_out as it is; a < 1 pulls it towards 1/2, to stand in for the IN models one does
 not have (a member's p_in is higher than p_out). The paper tunes `a` by attacking one reference
-model with the others (`choose_a` below); 0.3 is our default, in the range the paper's offline
+model with the others; 0.3 is our default, in the range the paper's offline
 experiments use for CIFAR-size models. gamma = 1 by default.
 
 Population: the z should be points the target did not train on. The cleanest choice is held-out
@@ -80,20 +80,3 @@ def rmia_offline(shadow_probs: np.ndarray, shadow_keep: np.ndarray, target_probs
         raise ValueError("RMIA needs at least one population point z; population_idx selects none")
     # ratio(x) / ratio(z) > gamma  <=>  ratio(z) < ratio(x) / gamma (all ratios are positive)
     return np.searchsorted(population, ratio / gamma, side="left") / population.size
-
-
-def choose_a(shadow_probs: np.ndarray, shadow_keep: np.ndarray, grid=np.linspace(0.0, 1.0, 11),
-             reference: int = 0) -> float:
-    """The paper's way to set a: attack one shadow with the others and keep the a of best AUC.
-
-    The population is that shadow's own non-members, which the attacker knows for a shadow.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    probs = np.asarray(shadow_probs, dtype=np.float64)
-    keep = np.asarray(shadow_keep, dtype=bool)
-    others = np.arange(len(probs)) != reference
-    members = keep[reference]
-    aucs = [roc_auc_score(members, rmia_offline(probs[others], keep[others], probs[reference], ~members, a=a))
-            for a in grid]
-    return float(grid[int(np.argmax(aucs))])

@@ -1,14 +1,22 @@
 """On-disk datasets: each test writes a tiny fake dataset in exactly the real layout."""
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from ptqlib import datasets_disk
 from ptqlib.config import ConfigError, validate
 from ptqlib.data import channel_stats, load_dataset
+
+
+@pytest.fixture(autouse=True)
+def fake_cifar_checksums(monkeypatch):
+    """The fake CIFAR pickles here cannot pass torchvision's MD5 check: study configs skip it."""
+    monkeypatch.setenv(datasets_disk.VERIFY_ENV, "0")
 
 
 def config(tmp_path, dataset, root, **kw):
@@ -18,10 +26,11 @@ def config(tmp_path, dataset, root, **kw):
 
 # ---------------------------------------------------------------- CIFAR
 
-def write_cifar_batch(path, images, labels, label_key=b"labels"):
-    """A pickle like torchvision's: uint8 rows of 3072 (R plane, G plane, B plane)."""
-    entry = {b"batch_label": b"fake", b"data": images.reshape(len(images), -1), label_key: list(labels),
-             b"filenames": [b"x.png"] * len(images)}
+def write_cifar_batch(path, images, labels, label_key="labels"):
+    """A pickle like CIFAR's: uint8 rows of 3072 (R plane, G plane, B plane). The real files are
+    Python 2 pickles whose str keys torchvision reads (encoding latin1) as these str keys."""
+    entry = {"batch_label": "fake", "data": images.reshape(len(images), -1), label_key: list(labels),
+             "filenames": ["x.png"] * len(images)}
     path.write_bytes(pickle.dumps(entry, protocol=2))
 
 
@@ -76,7 +85,7 @@ def test_cifar100_uses_fine_labels(tmp_path):
     folder.mkdir(parents=True)
     x = np.zeros((4, 3072), dtype=np.uint8)
     for split, fine in (("train", [99, 0, 42, 7]), ("test", [5, 6, 7, 8])):
-        entry = {b"data": x, b"fine_labels": fine, b"coarse_labels": [1, 1, 1, 1]}
+        entry = {"data": x, "fine_labels": fine, "coarse_labels": [1, 1, 1, 1]}
         (folder / split).write_bytes(pickle.dumps(entry))
     data = load_dataset(config(tmp_path, "cifar100", tmp_path / "data"))
     assert data.num_classes == 100
@@ -100,18 +109,62 @@ def test_missing_cifar_file_is_named(tmp_path):
         datasets_disk.check_available(config(tmp_path, "cifar10", root))
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"this is not a pickle", "not a readable CIFAR pickle"),
-    (pickle.dumps({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}), "expected uint8 \\(N, 3072\\)"),
-    (pickle.dumps({b"images": 1}), "has no b'data'"),
+@pytest.mark.parametrize("content", [
+    b"this is not a pickle",
+    pickle.dumps({"data": np.zeros((3, 100), np.uint8), "labels": [0, 1, 2]}),
+    pickle.dumps({"images": 1}),
+    pickle.dumps({"data": np.zeros((3, 3072), np.uint8), "labels": [0, 1, 10]}),
 ])
-def test_malformed_cifar_file_is_named(tmp_path, content, problem):
+def test_malformed_cifar_file_is_named(tmp_path, content):
     root = fake_cifar10(tmp_path / "data")
     bad = root / "cifar-10-batches-py" / "test_batch"
     bad.write_bytes(content)
-    with pytest.raises(ConfigError, match=problem) as err:
-        load_dataset(config(tmp_path, "cifar10", root))
-    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    (bad.parent / "batches.meta").write_bytes(b"")
+    # unverified (fake pickles): torchvision's reader fails, the folder is named, before any training
+    with pytest.raises(ConfigError, match="could not be read by torchvision's CIFAR10|expected uint8 images and "
+                                          "one label in 0..9") as err:
+        datasets_disk.check_available(config(tmp_path, "cifar10", root))
+    assert str(bad.parent) in str(err.value) and "\n" not in str(err.value)
+    # verified (real data): the MD5 check names the very file
+    with pytest.raises(ConfigError, match="fails torchvision's MD5 check") as err:
+        datasets_disk.check_available("cifar10", root, store=None, verify=True)
+    assert "data_batch_1" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_verified_cifar_needs_the_metadata_file_and_checks_every_file(tmp_path, monkeypatch):
+    root = fake_cifar10(tmp_path / "data")
+    checked = []
+    from torchvision.datasets import utils
+
+    monkeypatch.setattr(utils, "check_integrity", lambda path, md5: checked.append(Path(path).name) or True)
+    with pytest.raises(ConfigError, match="batches.meta is missing"):
+        datasets_disk.check_available("cifar10", root, verify=True)
+    (root / "cifar-10-batches-py" / "batches.meta").write_bytes(pickle.dumps({"label_names": ["a"] * 10}))
+    checked.clear()
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_load_meta", lambda self: None)
+    datasets_disk.check_available("cifar10", root, store=None, verify=True)
+    assert checked == [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+
+
+def test_reader_returns_exactly_torchvisions_arrays_and_labels(tmp_path, monkeypatch):
+    """Real-format pickles (random pixels and labels) read by ptqlib and by torchvision's CIFAR10."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    raw = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        raw[name] = (rng.integers(0, 256, (7, 3072), dtype=np.uint8), rng.integers(0, 10, 7).tolist())
+        write_cifar_batch(folder / name, raw[name][0], raw[name][1])
+    data = load_dataset("cifar10", root=tmp_path / "data", store=tmp_path / "store", verify=False)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_load_meta", lambda self: None)
+    for split, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
+        ref = torchvision.datasets.CIFAR10(str(tmp_path / "data"), train=split == "train")
+        assert torch.equal(x.permute(0, 2, 3, 1), torch.from_numpy(ref.data)) and y.tolist() == ref.targets
+    # and the rows are planes: image 3 of batch 1, green channel = bytes 1024..2047 of its row
+    assert np.array_equal(data.x_train[3, 1].numpy().ravel(), raw["data_batch_1"][0][3, 1024:2048])
+    assert data.y_test.tolist() == raw["test_batch"][1]
 
 
 # ---------------------------------------------------------------- TinyImageNet
@@ -242,3 +295,51 @@ def test_dataset_identity_separates_subsets_and_folders(tmp_path):
     c = datasets_disk.dataset_identity(config(tmp_path, "imagefolder", tmp_path / "one"))
     d = datasets_disk.dataset_identity(config(tmp_path, "imagefolder", tmp_path / "two"))
     assert c != d
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text"])
+def test_bad_image_fails_validation_before_any_training(tmp_path, damage):
+    root = fake_imagefolder(tmp_path / "mydata")
+    bad = root / "train" / "ant" / "x.jpg"
+    if damage == "truncated":  # a real JPEG cut in half: its header opens, its pixels do not decode
+        Image.new("RGB", (12, 10), (10, 200, 30)).save(bad, quality=95)
+        bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    else:
+        bad.write_text("not an image at all")
+    with pytest.raises(ConfigError) as err:
+        datasets_disk.check_available(config(tmp_path, "imagefolder", root))
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)
+    assert not list((tmp_path / "store").glob("dataset/*/images.pt"))  # nothing cached
+
+
+def test_check_available_decodes_once_into_the_cache(tmp_path, monkeypatch):
+    root = fake_imagefolder(tmp_path / "mydata")
+    cfg = config(tmp_path, "imagefolder", root)
+    folder = datasets_disk.check_available(cfg)
+    assert (folder / "images.pt").is_file()
+    monkeypatch.setattr(datasets_disk, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
+    assert load_dataset(cfg).x_train.shape == (6, 3, 10, 12)
+
+
+def test_cli_stops_on_a_bad_image_with_exit_2(tmp_path, cli):
+    root = fake_imagefolder(tmp_path / "mydata")
+    bad = root / "test" / "cat" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(f"name: bad\nstore: {tmp_path / 'store'}\nreports: {tmp_path / 'reports'}\n"
+                      f"dataset: imagefolder\ndata_root: {root}\narch: resnet18\n")
+    proc = cli("run", str(preset), "--stages", "train", "--no-progress", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0], proc.stderr
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "store" / "train").exists()
+
+
+def test_plain_arguments_match_the_config_entry_points(tmp_path):
+    root = fake_imagefolder(tmp_path / "mydata")
+    cfg = config(tmp_path, "imagefolder", root, image_size=8, train_subset=4)
+    a = load_dataset(cfg)
+    b = load_dataset("imagefolder", root=root, store=tmp_path / "store", image_size=8, train_subset=4)
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test) and torch.equal(a.mean, b.mean)
+    assert datasets_disk.dataset_identity(cfg) == datasets_disk.dataset_identity(
+        "imagefolder", train_subset=4, root=root, image_size=8)

@@ -11,17 +11,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def write_fake_cifar10(root: Path, train: int = 64, test: int = 32) -> None:
-    """torchvision's CIFAR-10 python layout: five training pickles and one test pickle."""
+    """torchvision's CIFAR-10 python layout: five training pickles and one test pickle (str keys, as
+    torchvision reads the real Python 2 pickles)."""
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     per_batch = train // 5 + 1
     labels = np.arange(5 * per_batch) % 10
     for b in range(5):
-        entry = {b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"labels": labels[b * per_batch:(b + 1) * per_batch].tolist()}
+        entry = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": labels[b * per_batch:(b + 1) * per_batch].tolist()}
         (folder / f"data_batch_{b + 1}").write_bytes(pickle.dumps(entry))
-    entry = {b"data": rng.integers(0, 256, (test, 3072), dtype=np.uint8), b"labels": (np.arange(test) % 10).tolist()}
+    entry = {"data": rng.integers(0, 256, (test, 3072), dtype=np.uint8), "labels": (np.arange(test) % 10).tolist()}
     (folder / "test_batch").write_bytes(pickle.dumps(entry))
 
 
@@ -46,7 +47,7 @@ bits: [4]
 queries: identity
 threads: 2
 """)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PTQLIB_VERIFY_CHECKSUMS": "0"}  # fake files fail MD5
     proc = subprocess.run([sys.executable, "-m", "ptqlib", "run", str(preset), "--stages", "train"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -7,6 +7,8 @@ from scipy.stats import norm, spearmanr
 
 from ptqlib import lira, metrics
 
+from reference_lira import attack, slow_lira, split_in_out
+
 FPR_GRID = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5])
 
 
@@ -48,7 +50,7 @@ def test_online_approaches_neyman_pearson_roc_as_shadows_grow(name):
     deviations = {}
     for m in (16, 64, 256):
         shadow, keep, target, member = gaussian_problem(m, 20_000, d=1.0, s=1.0, seed=0)
-        fpr, tpr = metrics.roc(lira.ATTACKS[name](shadow, keep, target), member)
+        fpr, tpr = metrics.roc(attack(name, shadow, keep, target), member)
         deviations[m] = np.abs(tpr_at(fpr, tpr, FPR_GRID) - neyman_pearson_tpr(FPR_GRID, 1.0)).max()
         assert deviations[m] <= 0.01 + 0.5 / math.sqrt(m), (name, m, deviations[m])
     assert deviations[256] < deviations[16]
@@ -98,55 +100,15 @@ def test_offline_two_sided_and_one_sided_behave_as_named():
     keep = balanced_keep(rng, 64, n)
     shadow = rng.normal(size=(64, n, 1)) + 0.5 * keep[..., None]
     target = np.array([[-10.0], [0.0], [10.0]])  # very low, typical, very high
-    for variance in (False, True):
-        two = lira.lira_offline(shadow, keep, target, fixed_variance=variance)
-        one = lira.lira_offline_one_sided(shadow, keep, target, fixed_variance=variance)
+    for variance in ("", "_fixed"):
+        two = attack(f"offline{variance}", shadow, keep, target)
+        one = attack(f"offline_one_sided{variance}", shadow, keep, target)
         assert two[0] > two[1] and two[2] > two[1]     # a very low score looks like a member
         assert one[0] < one[1] < one[2]                # one-sided: only high scores do
         assert one[0] < -40                            # log P(Z <= -10) is about -53
 
 
-# ---------------------------------------------------------------- slow per-example reference
-
-def slow_lira(name, shadow, keep, target):
-    """Straightforward per-example loops; IN/OUT lists in model order, truncated to the min count."""
-    m, n, q = shadow.shape
-    ins = [[i for i in range(m) if keep[i, j]] for j in range(n)]
-    outs = [[i for i in range(m) if not keep[i, j]] for j in range(n)]
-    k_in, k_out = min(map(len, ins)), min(map(len, outs))
-    ins, outs = [x[:k_in] for x in ins], [x[:k_out] for x in outs]
-    in_vals = [[[shadow[i, j, a] for i in ins[j]] for a in range(q)] for j in range(n)]
-    out_vals = [[[shadow[i, j, a] for i in outs[j]] for a in range(q)] for j in range(n)]
-    mu_in = [[np.median(v) for v in row] for row in in_vals]
-    mu_out = [[np.median(v) for v in row] for row in out_vals]
-    all_in = [x for row in in_vals for v in row for x in v]
-    all_out = [x for row in out_vals for v in row for x in v]
-    res_in = [x - mu_in[j][a] for j in range(n) for a in range(q) for x in in_vals[j][a]]
-    res_out = [x - mu_out[j][a] for j in range(n) for a in range(q) for x in out_vals[j][a]]
-    eps = 1e-30
-    result = []
-    for j in range(n):
-        terms = []
-        for a in range(q):
-            t = target[j, a]
-            sd_in, sd_out = np.std(in_vals[j][a]), np.std(out_vals[j][a])
-            if name in ("online_fixed",):
-                sd_in = sd_out = np.std(all_in)
-            if name in ("offline_fixed", "offline_one_sided_fixed"):
-                sd_out = np.std(all_out)
-            if name.endswith("fixed_residual"):
-                sd_in, sd_out = np.std(res_in), np.std(res_out)
-            if name.startswith("online"):
-                terms.append(norm.logpdf(t, mu_in[j][a], sd_in + eps) - norm.logpdf(t, mu_out[j][a], sd_out + eps))
-            elif name.startswith("offline_one_sided"):
-                terms.append(norm.logcdf(t, mu_out[j][a], sd_out + eps))
-            elif name.startswith("offline"):
-                terms.append(-norm.logpdf(t, mu_out[j][a], sd_out + eps))
-            else:
-                terms.append(t)
-        result.append(np.mean(terms))
-    return np.array(result)
-
+# ---------------------------------------------------------------- agreement with the slow reference
 
 def small_case(kind, seed):
     rng = np.random.default_rng(seed)
@@ -177,23 +139,15 @@ def test_every_variant_matches_slow_reference(kind, seed, monkeypatch):
     for name in lira.VARIANTS:
         expected = slow_lira(name, shadow, keep, target)
         np.testing.assert_allclose(fast[name], expected, rtol=1e-9, atol=1e-9, err_msg=name)
-        np.testing.assert_allclose(lira.ATTACKS[name](shadow, keep, target), expected, rtol=1e-9, atol=1e-9,
-                                   err_msg=name)
+        np.testing.assert_array_equal(attack(name, shadow, keep, target), fast[name], err_msg=name)
 
 
-def test_named_functions_match_the_attack_table():
-    shadow, keep, target = small_case("unbalanced", 2)
-    np.testing.assert_array_equal(lira.lira_online(shadow, keep, target), lira.ATTACKS["online"](shadow, keep, target))
-    np.testing.assert_array_equal(lira.lira_online(shadow, keep, target, fixed_variance=True),
-                                  lira.ATTACKS["online_fixed"](shadow, keep, target))
-    np.testing.assert_array_equal(lira.lira_online(shadow, keep, target, fixed_variance="residual"),
-                                  lira.ATTACKS["online_fixed_residual"](shadow, keep, target))
-    np.testing.assert_array_equal(lira.lira_offline_one_sided(shadow, keep, target),
-                                  lira.ATTACKS["offline_one_sided"](shadow, keep, target))
-    np.testing.assert_array_equal(lira.global_threshold(shadow, keep, target), target.mean(axis=1))
+def test_every_attack_has_a_label_and_is_a_config_value():
     # every LiRA variant plus RMIA (dispatched by ptqlib.threat) has a label and is a valid config value
     from ptqlib.config import ATTACKS as CONFIG_ATTACKS
-    assert set(lira.ATTACK_LABELS) == set(lira.ATTACKS) | {"rmia"} == set(CONFIG_ATTACKS)
+    assert set(lira.ATTACK_LABELS) == set(lira.VARIANTS) | {"rmia"} == set(CONFIG_ATTACKS)
+    shadow, keep, target = small_case("unbalanced", 2)
+    np.testing.assert_array_equal(lira.run_attacks(None, target, ["global"])["global"], target.mean(axis=1))
 
 
 @pytest.mark.parametrize("exclude", [0, 5, [1, 6]])
@@ -208,10 +162,10 @@ def test_excluding_models_equals_slicing_them_away(exclude, monkeypatch):
                                    rtol=1e-9, atol=1e-9, err_msg=name)
 
 
-def test_split_in_out_truncates_in_model_order():
+def test_reference_split_in_out_truncates_in_model_order():
     keep = np.array([[1, 0], [0, 1], [1, 1], [1, 0], [0, 0]], dtype=bool)  # IN counts 3 and 2
     shadow = np.arange(10, dtype=float).reshape(5, 2, 1)                    # score = 2 * model + example
-    dat_in, dat_out = lira.split_in_out(shadow, keep)
+    dat_in, dat_out = split_in_out(shadow, keep)
     np.testing.assert_array_equal(dat_in[..., 0], [[0, 3], [4, 5]])      # models (0, 2) and (1, 2)
     np.testing.assert_array_equal(dat_out[..., 0], [[2, 1], [8, 7]])     # models (1, 4) and (0, 3)
 

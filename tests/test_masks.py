@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ptqlib.data import balanced_masks, query_views, target_mask
+from ptqlib.data import augment_batch, balanced_masks, query_views, shift_flip, target_mask, view_seed
 
 
 @pytest.mark.parametrize("m,n", [(4, 7), (32, 1347), (64, 500)])
@@ -36,20 +36,107 @@ def test_target_masks_exact_half_and_distinct():
     assert not np.array_equal(target_mask(0, 0, 100), balanced_masks(0, 4, 100)[0])
 
 
+def _normalize(x):
+    return (x.float() / 255.0 - 0.5) / 0.25
+
+
 def test_query_views_shift_and_mirror():
     import torch
-    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.float32).view(2, 1, 5, 5)
-    views = query_views(x, "mirror_shift", 1)
+    x = torch.arange(2 * 1 * 5 * 5, dtype=torch.uint8).view(2, 1, 5, 5)
+    xn = _normalize(x)
+    views = query_views(x, _normalize, "mirror_shift", shift=1)
     assert len(views) == 18
-    assert torch.equal(views[0], x)  # identity first
-    assert torch.equal(views[9], x.flip(-1))
+    assert torch.equal(views[0], xn)  # identity first
+    assert torch.equal(views[9], xn.flip(-1))
     flat = {v.numpy().tobytes() for v in views}
     assert len(flat) == 18  # all distinct
-    assert len(query_views(x, "shift", 2)) == 25 and len(query_views(x, "identity")) == 1
+    assert len(query_views(x, _normalize, "shift", shift=2)) == 25
+    assert len(query_views(x, _normalize, "identity")) == 1
     # a shift by (dx=1, dy=0) moves content left by one pixel (reflect padding at the edge)
-    v = query_views(x, "shift", 1)
-    right = [i for i, vv in enumerate(v) if torch.equal(vv[..., :-1], x[..., 1:])]
+    v = query_views(x, _normalize, "shift", shift=1)
+    right = [i for i, vv in enumerate(v) if torch.equal(vv[..., :-1], xn[..., 1:])]
     assert len(right) == 1
+
+
+def _fixed_input():
+    import torch
+    x = torch.randint(0, 256, (3, 3, 6, 5), generator=torch.Generator().manual_seed(123), dtype=torch.uint8)
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.25, 0.3])
+    return x, lambda im: (im.float().div_(255.0) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+# sha256 (first 32 hex digits) of the views' float32 bytes, captured from the implementation that
+# normalised first and then shifted (query_views(normalize(x), mode, shift)), before the modes moved
+FIXED_VIEW_DIGESTS = {
+    ("identity", 1): (1, "503d8caf36af2faba4e26993b03d044c"),
+    ("shift", 1): (9, "bd2209645fc620fdb2483539586045ff"),
+    ("shift", 2): (25, "d790e9043c97a2cb5080eb5c590f3367"),
+    ("mirror_shift", 1): (18, "c784ca30c2ed07de88d11dc61fb1a1b7"),
+    ("mirror_shift", 0): (2, "f1767e5975490232fafc35426508f512"),
+}
+
+
+@pytest.mark.parametrize("mode, shift", list(FIXED_VIEW_DIGESTS))
+def test_fixed_query_modes_are_bit_identical_to_the_captured_views(mode, shift):
+    import hashlib
+    x, normalize = _fixed_input()
+    count, digest = FIXED_VIEW_DIGESTS[(mode, shift)]
+    for views in (query_views(x, normalize, mode, shift=shift),
+                  query_views(normalize(x), mode, shift, 2, "shift", 0)):  # the pipeline's current call
+        assert len(views) == count
+        assert hashlib.sha256(b"".join(v.numpy().tobytes() for v in views)).hexdigest()[:32] == digest
+
+
+def test_random_per_model_views_reproducible_per_seed_and_fresh_across_seeds():
+    import torch
+    x = torch.randint(0, 256, (64, 3, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    a = query_views(x, _normalize, "random_per_model", count=2, seed=11)
+    b = query_views(x, _normalize, "random_per_model", count=2, seed=11)
+    c = query_views(x, _normalize, "random_per_model", count=2, seed=12)
+    assert len(a) == 2 and all(v.dtype == torch.float32 and v.shape == x.shape for v in a)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(a[0], c[0]) and not torch.equal(a[1], c[1])
+    assert not torch.equal(a[0], a[1])  # two different views of one model
+    # every view is the training augmentation (pad 4, mirror) of the uint8 images, then normalised
+    gen = torch.Generator().manual_seed(11)
+    for v in a:
+        assert torch.equal(v, _normalize(augment_batch(x, "crop_flip", gen)))
+
+
+def test_random_per_model_pads_with_black_before_normalising():
+    import torch
+    x = torch.full((200, 1, 6, 6), 255, dtype=torch.uint8)  # all white: any 0 came from the pad
+    views = query_views(x, lambda im: im.float(), "random_per_model", count=2, seed=3)
+    black = torch.stack(views) == 0
+    assert black.any() and set(torch.stack(views).unique().tolist()) == {0.0, 255.0}
+    # a shift by (dx, dy) = (2, -1) without mirror: exactly the last 2 columns and the first row are pad
+    one = shift_flip(x[:1], torch.tensor([2]), torch.tensor([-1]), torch.tensor([False]), 4)[0, 0]
+    expected = torch.full((6, 6), 255, dtype=torch.uint8)
+    expected[:, -2:] = 0
+    expected[0, :] = 0
+    assert torch.equal(one, expected)
+
+
+def test_shift_flip_is_identity_without_shift_or_mirror_and_mirrors_when_asked():
+    import torch
+    x = torch.randint(0, 256, (4, 3, 7, 5), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    zero = torch.zeros(4, dtype=torch.long)
+    assert torch.equal(shift_flip(x, zero, zero, torch.zeros(4, dtype=torch.bool), 4), x)
+    assert torch.equal(shift_flip(x, zero, zero, None, 4), x)
+    flip = torch.tensor([True, False, True, False])
+    got = shift_flip(x, zero, zero, flip, 4)
+    assert torch.equal(got[0], x[0].flip(-1)) and torch.equal(got[1], x[1])
+
+
+def test_view_seed_differs_between_models_and_random_mode_names_its_needs():
+    import torch
+    assert view_seed("abc") == view_seed("abc") != view_seed("abd")
+    assert view_seed("abc", seed=1) != view_seed("abc")
+    x = torch.zeros((2, 1, 4, 4))
+    with pytest.raises(ValueError, match="uint8 images and a per-model seed"):
+        query_views(x, "random_per_model", 1, 2, "shift", 0)
+    with pytest.raises(ValueError, match="random_per_model"):
+        query_views(x.to(torch.uint8), _normalize, "random")
 
 
 def test_paired_masks_balanced_for_every_even_m_and_nested():
