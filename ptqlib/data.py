@@ -207,7 +207,7 @@ def view_seed(model_key: str, seed: int = 0) -> int:
     return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: torch.Generator takes any int64
 
 
-def query_views(images: torch.Tensor, normalize, mode=None, *legacy, shift: int = 1, count: int = 2,
+def query_views(images: torch.Tensor, normalize, mode: str, *, shift: int = 1, count: int = 2,
                 seed: int = 0) -> list[torch.Tensor]:
     """Normalised query views of a batch of uint8 images, as a list of float tensors.
 
@@ -218,16 +218,7 @@ def query_views(images: torch.Tensor, normalize, mode=None, *legacy, shift: int 
     mirror, drawn per image on the uint8 images, then normalised) from a generator seeded by
     `seed`; the caller passes a seed derived from the queried model (`view_seed`), so the views
     are reproducible for one model and drawn afresh for every model, as in the paper's code.
-
-    `query_views(x_normalised, mode, shift, count, augment, seed)` (float images, a mode string
-    second) is the pipeline's current call: it gives the fixed modes of normalised images.
     """
-    if isinstance(normalize, str):
-        old = dict(zip(("shift", "count", "augment", "seed"), ((mode,) if mode is not None else ()) + legacy))
-        if normalize not in QUERY_MODES[:3]:
-            raise ValueError(f"queries: {normalize!r} needs uint8 images and a per-model seed; call "
-                             f"query_views(images_uint8, normalize, {normalize!r}, seed=...)")
-        return _fixed_views(images, normalize, old.get("shift", shift))
     if mode == "random_per_model":
         gen = torch.Generator().manual_seed(int(seed))
         return [normalize(augment_batch(images, "crop_flip", gen)) for _ in range(count)]

@@ -42,7 +42,7 @@ VERIFY_ENV = "PTQLIB_VERIFY_CHECKSUMS"  # "0" skips CIFAR's MD5 check: for tests
 
 def dataset_options(cfg) -> dict:
     """The plain keyword arguments of `ptqlib.data.load_dataset` that a study config names."""
-    return {"dataset": cfg.dataset, "root": cfg.data_root, "store": cfg.store,
+    return {"dataset": cfg.dataset, "root": cfg.data_path, "store": cfg.store_path,
             "test_fraction": cfg.test_fraction, "image_size": cfg.image_size,
             "train_subset": cfg.train_subset, "test_subset": cfg.test_subset, "download": cfg.download,
             "verify": os.environ.get(VERIFY_ENV, "1") != "0"}

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
 from typing import ClassVar
 
 import numpy as np
 import torch
 
-from .data import ImageData, augment_batch, balanced_masks, load_dataset, paired_mask, query_views, target_mask
+from .data import (ImageData, augment_batch, balanced_masks, load_dataset, paired_mask, query_views, target_mask,
+                   view_seed)
+from .datasets_disk import VERIFY_ENV, dataset_identity
 from .models import build_model, quantizable_layers
 from .quantize import layer_bits_plan, quantize_model, recipe_label
 from .store import Store, job_key
@@ -94,10 +96,8 @@ class DataSpec:
         """What identifies the examples (not where they lie, except for an ImageFolder)."""
         if self.dataset == "digits":
             return {"dataset": "digits", "test_fraction": self.test_fraction}
-        spec = {"dataset": self.dataset, "train_subset": self.train_subset, "test_subset": self.test_subset}
-        if self.dataset == "imagefolder":
-            spec.update(root=str(Path(self.data_root).expanduser().resolve()), image_size=self.image_size)
-        return spec
+        return dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
+                                root=self.data_root, image_size=self.image_size)
 
 
 _DATA: dict[tuple, ImageData] = {}
@@ -107,7 +107,11 @@ def load_data(spec: DataSpec, store: Store) -> ImageData:
     """The dataset, loaded once per process (folder datasets are cached as tensors in the store)."""
     cache_key = (spec, str(store.root))
     if cache_key not in _DATA:
-        _DATA[cache_key] = load_dataset(SimpleNamespace(**dataclasses.asdict(spec), store=str(store.root)))
+        verify = os.environ.get(VERIFY_ENV, "1") != "0"  # tests on fake CIFAR files switch the MD5 check off
+        _DATA[cache_key] = load_dataset(spec.dataset, root=spec.data_root, store=store.root,
+                                        test_fraction=spec.test_fraction, image_size=spec.image_size,
+                                        train_subset=spec.train_subset, test_subset=spec.test_subset,
+                                        download=spec.download, verify=verify)
     return _DATA[cache_key]
 
 
@@ -326,16 +330,13 @@ class QueryJob(StudyJob):
             return {"method": FP32_LABEL, "bits": 32, "last_layer_bits": None}
         return self.model.recipe
 
-    @property
-    def view_seed(self) -> int:
-        """random_per_model: seeded by the queried model's own key, so views differ across models."""
-        return int(self.model.key[:15], 16)
-
     def compute(self, store: Store, out: Path) -> dict:
         data = load_data(self.train_job.data, store)
         model = self.model.load(store)
         for name, images in (("logits.npy", data.x_train), ("logits_test.npy", data.x_test)):
-            views = query_views(data.normalize(images), self.queries, self.shift, self.count, "shift", self.view_seed)
+            # random_per_model views are seeded by the queried model's own key: they differ across models
+            views = query_views(images, data.normalize, self.queries, shift=self.shift, count=self.count,
+                                seed=view_seed(self.model.key))
             logits = torch.stack([predict_logits(model, v) for v in views], dim=1)  # (N, Q, C)
             np.save(out / name, logits.numpy().astype(np.float32))
             with open(out / "log.txt", "a") as log:

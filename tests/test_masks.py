@@ -81,10 +81,9 @@ def test_fixed_query_modes_are_bit_identical_to_the_captured_views(mode, shift):
     import hashlib
     x, normalize = _fixed_input()
     count, digest = FIXED_VIEW_DIGESTS[(mode, shift)]
-    for views in (query_views(x, normalize, mode, shift=shift),
-                  query_views(normalize(x), mode, shift, 2, "shift", 0)):  # the pipeline's current call
-        assert len(views) == count
-        assert hashlib.sha256(b"".join(v.numpy().tobytes() for v in views)).hexdigest()[:32] == digest
+    views = query_views(x, normalize, mode, shift=shift)
+    assert len(views) == count
+    assert hashlib.sha256(b"".join(v.numpy().tobytes() for v in views)).hexdigest()[:32] == digest
 
 
 def test_random_per_model_views_reproducible_per_seed_and_fresh_across_seeds():
@@ -128,15 +127,12 @@ def test_shift_flip_is_identity_without_shift_or_mirror_and_mirrors_when_asked()
     assert torch.equal(got[0], x[0].flip(-1)) and torch.equal(got[1], x[1])
 
 
-def test_view_seed_differs_between_models_and_random_mode_names_its_needs():
+def test_view_seed_differs_between_models_and_unknown_mode_names_the_valid_ones():
     import torch
     assert view_seed("abc") == view_seed("abc") != view_seed("abd")
     assert view_seed("abc", seed=1) != view_seed("abc")
-    x = torch.zeros((2, 1, 4, 4))
-    with pytest.raises(ValueError, match="uint8 images and a per-model seed"):
-        query_views(x, "random_per_model", 1, 2, "shift", 0)
     with pytest.raises(ValueError, match="random_per_model"):
-        query_views(x.to(torch.uint8), _normalize, "random")
+        query_views(torch.zeros((2, 1, 4, 4), dtype=torch.uint8), _normalize, "random")
 
 
 def test_paired_masks_balanced_for_every_even_m_and_nested():
@@ -150,12 +146,12 @@ def test_paired_masks_balanced_for_every_even_m_and_nested():
 
 
 def test_raising_m_with_paired_masks_reuses_every_shadow():
-    from ptqlib import pipeline
     from ptqlib.config import validate
-    small = pipeline.shadow_jobs(validate({"shadow_masks": "paired", "num_shadows": 8}))
-    large = pipeline.shadow_jobs(validate({"shadow_masks": "paired", "num_shadows": 16}))
+    from ptqlib.plan import plan
+    small = plan(validate({"shadow_masks": "paired", "num_shadows": 8})).shadows
+    large = plan(validate({"shadow_masks": "paired", "num_shadows": 16})).shadows
     assert [j.key for j in small] == [j.key for j in large[:8]]
     # with the reference's argsort design every mask (so every job) changes with M
-    a8 = pipeline.shadow_jobs(validate({"num_shadows": 8}))
-    a16 = pipeline.shadow_jobs(validate({"num_shadows": 16}))
+    a8 = plan(validate({"num_shadows": 8})).shadows
+    a16 = plan(validate({"num_shadows": 16})).shadows
     assert not set(j.key for j in a8) & set(j.key for j in a16)
