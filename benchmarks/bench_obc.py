@@ -2,7 +2,7 @@
 
 Target: <= 5 s on a 2-core CPU (a public reference implementation takes ~20 s there), with a
 total loss no higher than the reference's. The public code is not run here; the comparison is
-with `obc.obq_reference`, the textbook algorithm written plainly (one row, one weight at a
+with tests/reference_obq.py, the textbook algorithm written plainly (one row, one weight at a
 time, float64), which is what the public implementation computes. Prints the times, the total
 losses, and for comparison RTN's and GPTQ's (loss = sum over rows of 1/2 (w - q)^T H (w - q),
 H undamped, i.e. the mean squared output error per position).
@@ -12,13 +12,18 @@ H undamped, i.e. the mean squared output error per position).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ptqlib.ptq.obc import HessianAccumulator, gptq_layer, obq_layer, obq_reference
-from ptqlib.quantize import fit_grid
+from ptqlib.ptq import fit_grid
+from ptqlib.ptq.obc import HessianAccumulator, gptq_layer, obq_layer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the textbook OBQ lives with the tests
+from reference_obq import obq_reference  # noqa: E402
 
 
 def loss(w, q, h):

@@ -7,7 +7,7 @@ from torch import nn
 from ptqlib.models import quantizable_layers, reconstruction_units
 from ptqlib.ptq.bn import conv_bn_pairs, fold_batchnorm, reestimate_batchnorm
 from ptqlib.ptq.brecq import soft_weights
-from ptqlib.quantize import quantize_model
+from ptqlib.ptq import quantize_model
 
 from test_ptq_adaround import small_model
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.quantize import (METHODS, Grid, fit_grid, layer_bits_plan, n_levels, quantize_model,
-                             recipe_label)
+from ptqlib.ptq import (METHODS, Grid, fit_grid, layer_bits_plan, n_levels, quantize_model,
+                        recipe_label)
 
 
 def test_levels():
