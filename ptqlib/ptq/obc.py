@@ -8,6 +8,7 @@ inputs unfolded into patches: every position is a sample). Where X comes from is
   `HessianAccumulator` per layer while one driver walks the calibration batches), then each
   layer quantized on its own, as the OBC authors' code does. Calibration may come in rounds
   (a list of batches, e.g. fresh augmentations): their samples are pooled into one H.
+  Every layer's H is held at once (float64): about 0.74 GB for a CIFAR ResNet-18.
 
 OBQ, per row: repeatedly pick the unquantized weight with the smallest (w_j - q_j)^2 / Hinv_jj
 (a weight pushed more than half a step outside the grid goes first, the worst of them),
