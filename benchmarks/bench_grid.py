@@ -10,7 +10,7 @@ import torch
 
 from ptqlib import zoo
 from ptqlib.models import quantizable_layers
-from ptqlib.quantize import fit_grid, quantize_model
+from ptqlib.ptq import fit_grid, quantize_model
 
 
 def main():

@@ -16,11 +16,11 @@ import time
 import torch
 
 from ptqlib.models import DigitsCNN, quantizable_layers, reconstruction_units
-from ptqlib.ptq.adaround import (Rounding, capture, layer_forward, layer_loss_and_grads, reconstruct,
-                                 reconstruction_loss, run_chunked)
+from ptqlib.ptq import fit_grid, quantize_model
 from ptqlib.ptq.bn import fold_batchnorm
 from ptqlib.ptq.brecq import bare_layer_gradient, soft_weights
-from ptqlib.quantize import fit_grid, quantize_model
+from ptqlib.ptq.reconstruction import (Rounding, capture, layer_forward, layer_loss_and_grads, reconstruct,
+                                       reconstruction_loss, run_chunked)
 
 OPTS = dict(batch=32, lr=0.03, lam=0.01, warmup=0.2, beta_start=20.0, beta_end=2.0)
 

@@ -4,10 +4,10 @@ import torch
 from torch import nn
 
 from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.ptq.adaround import (Adam, Rounding, autograd_loss_and_grads, beta_at, initial_logits, layer_forward,
-                                 layer_loss_and_grads, reconstruct,
-                                 rectified_sigmoid, rounding_regularizer)
-from ptqlib.quantize import fit_grid, quantize_model, round_to_nearest
+from ptqlib.ptq import fit_grid, quantize_model, round_to_nearest
+from ptqlib.ptq.reconstruction import (Adam, Rounding, autograd_loss_and_grads, beta_at, initial_logits,
+                                       layer_forward, layer_loss_and_grads, reconstruct, rectified_sigmoid,
+                                       rounding_regularizer)
 
 torch.set_num_threads(1)
 OPTS = dict(adaround_iters=200, adaround_lambda=0.01, adaround_batch=16, adaround_lr=0.02)

@@ -7,7 +7,7 @@ from torch import nn
 from ptqlib.models import quantizable_layers, reconstruction_units
 from ptqlib.ptq.bn import conv_bn_pairs, fold_batchnorm, reestimate_batchnorm
 from ptqlib.ptq.brecq import soft_weights
-from ptqlib.quantize import quantize_model
+from ptqlib.ptq import quantize_model
 
 from test_ptq_adaround import small_model
 
@@ -100,3 +100,20 @@ def test_bn_reestimation_recovers_the_data_statistics():
     assert torch.allclose(net[1].running_mean, y.mean((0, 2, 3)), atol=1e-4)
     assert torch.allclose(net[1].running_var, y.var((0, 2, 3)), rtol=2e-2)
     assert not net.training
+
+
+def test_brecq_reads_brecq_lambda_and_adaround_reads_adaround_lambda():
+    model = small_model(3)
+    calib = torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    plan = {n: 2 for n, _ in quantizable_layers(model)}
+    opts = dict(adaround_iters=60, adaround_batch=16, adaround_lr=0.05)
+
+    def codes(method, **extra):
+        _, q = quantize_model(model, method, plan, calib, **opts, **extra)
+        return torch.cat([q[n].codes.flatten() for n in plan])
+    base = codes("brecq")
+    assert torch.equal(codes("brecq", adaround_lambda=1e4), base)
+    assert not torch.equal(codes("brecq", brecq_lambda=1e4), base)
+    ada = codes("adaround")
+    assert torch.equal(codes("adaround", brecq_lambda=1e4), ada)
+    assert not torch.equal(codes("adaround", adaround_lambda=1e4), ada)

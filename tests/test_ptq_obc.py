@@ -4,11 +4,12 @@ import itertools
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from ptqlib.models import DigitsCNN
-from ptqlib.ptq.obc import (HessianAccumulator, gptq_layer, inverse, layer_samples, obq_layer, obq_reference,
-                            obq_rows)
-from ptqlib.quantize import Grid, fit_grid, quantize_model
+from ptqlib.models import DigitsCNN, unit_of
+from ptqlib.ptq import Grid, fit_grid, quantize_model
+from ptqlib.ptq.obc import HessianAccumulator, fp_hessians, gptq_layer, inverse, layer_samples, obq_layer, obq_rows
+from reference_obq import obq_reference
 
 torch.set_num_threads(1)
 D64 = torch.float64
@@ -160,3 +161,83 @@ def test_methods_on_a_model_stay_on_the_grid(method):
         assert torch.allclose(codes, codes.round(), atol=1e-4)
         assert codes.round().min() >= 0 and codes.round().max() <= q.grid.levels - 1
         assert max(len(torch.unique(row)) for row in w) <= q.grid.levels
+
+
+# ---------------------------------------------------------------- Hessians from the full-precision model
+
+class TinyConvNet(nn.Sequential):
+    def reconstruction_units(self):  # one unit: the sequential driver carries nothing between layers
+        return [unit_of(self, "all", self)]
+
+
+def tiny_conv_net(seed=0):
+    torch.manual_seed(seed)
+    return TinyConvNet(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(6, 5, 3), nn.ReLU(), nn.Flatten(1), nn.Linear(20, 3)).eval()
+
+
+def plain_fp_hessians(model, images):
+    """2 X^T X / n of every layer's FP inputs in float64: conv inputs unfolded, every position a sample."""
+    inputs = {}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: inputs.__setitem__(n, inp[0].detach()))
+             for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model(images)
+    for h in hooks:
+        h.remove()
+    out = {}
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            cols = F.unfold(inputs[n].double(), m.kernel_size, m.dilation, m.padding, m.stride)  # (N, D, P)
+            x = cols.permute(0, 2, 1).reshape(-1, cols.shape[1])
+        elif isinstance(m, nn.Linear):
+            x = inputs[n].double()
+        else:
+            continue
+        out[n] = 2 * x.T @ x / len(x)
+    return out
+
+
+@pytest.mark.parametrize("bits", [2, 1.58])
+def test_fp_hessians_are_the_full_precision_inputs_and_obc_solves_on_them(bits):
+    """obc_hessian="fp": every layer's H is 2 X^T X / n of the FP model's inputs over all the
+    calibration rounds, and the codes are the textbook OBQ's on those Hessians, undamped
+    (input channel 1 is always 0: dead inputs in the first conv)."""
+    model = tiny_conv_net()
+    gen = torch.Generator().manual_seed(7)
+    rounds = [torch.randn(40, 2, 8, 8, generator=gen), torch.randn(30, 2, 8, 8, generator=gen)]
+    for r in rounds:
+        r[:, 1] = 0.0
+    reference = plain_fp_hessians(model, torch.cat(rounds))
+    accs = fp_hessians(model, list(reference), rounds, chunk=16)
+    for n, h in reference.items():
+        assert torch.allclose(accs[n].hessian(), h, rtol=1e-10, atol=1e-12), n
+    assert torch.diagonal(reference["0"]).eq(0).sum() == 9  # the dead channel's 3 x 3 inputs
+    plan = {n: bits for n in reference}
+    qmodel, qw = quantize_model(model, "obc", plan, rounds, obc_hessian="fp", obc_damp=0.0)
+    layers = dict(model.named_modules())
+    for n, h in reference.items():
+        w = layers[n].weight.detach().flatten(1)
+        grid = fit_grid(w, qw[n].grid.levels)
+        ref_codes, ref_losses = obq_reference(w, h, grid, damp=0.0)
+        assert torch.equal(qw[n].codes, ref_codes), n
+        assert qw[n].stats["hessian"] == "fp"
+        assert qw[n].stats["loss"] == pytest.approx(float(ref_losses.sum()), rel=1e-4)
+    assert not torch.equal(dict(qmodel.named_modules())["4"].weight, layers["4"].weight)
+
+
+def test_sequential_hessians_differ_and_rounds_are_concatenated():
+    """Sequential H comes from the quantized prefix (so later layers differ from "fp"), and a
+    list of calibration rounds is the same as their concatenation."""
+    model = tiny_conv_net(1)
+    gen = torch.Generator().manual_seed(8)
+    rounds = [torch.randn(24, 2, 8, 8, generator=gen), torch.randn(24, 2, 8, 8, generator=gen)]
+    plan = {n: 2 for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    _, listed = quantize_model(model, "gptq", plan, rounds, obc_hessian="sequential")
+    _, joined = quantize_model(model, "gptq", plan, torch.cat(rounds), obc_hessian="sequential")
+    _, fp = quantize_model(model, "gptq", plan, rounds, obc_hessian="fp")
+    assert all(torch.equal(listed[n].codes, joined[n].codes) for n in plan)
+    assert torch.equal(listed["0"].codes, fp["0"].codes)  # the first layer sees the same input
+    assert listed["7"].stats["loss"] != fp["7"].stats["loss"]
+    with pytest.raises(ValueError, match="obc_hessian"):
+        quantize_model(model, "obc", plan, rounds, obc_hessian="quantized")

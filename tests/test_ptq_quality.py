@@ -11,7 +11,7 @@ from ptqlib.config import StudyConfig
 from ptqlib.data import load_digits_data, target_mask
 from ptqlib.models import DigitsCNN, quantizable_layers
 from ptqlib.pipeline import calibration_set, method_options, training_options
-from ptqlib.quantize import layer_bits_plan, quantize_model
+from ptqlib.ptq import layer_bits_plan, quantize_model
 from ptqlib.training import accuracy, train_model
 
 # The recommended default-preset options (params/default.yaml): short runs with a larger step

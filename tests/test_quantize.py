@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.quantize import (METHODS, Grid, fit_grid, layer_bits_plan, n_levels, quantize_model,
-                             recipe_label)
+from ptqlib.ptq import (METHOD_NAMES, METHODS, Grid, fit_grid, layer_bits_plan, n_levels, quantize_model,
+                        recipe_label)
 
 
 def test_levels():
@@ -101,3 +101,29 @@ def test_quantize_model_last_layer_only_and_fp_untouched():
             assert qweights[name].grid.levels == 3 and distinct <= 3
     assert "rtn" in METHODS
     assert recipe_label("rtn", 1.58, 8) == "rtn 1.58b + 8b last" and recipe_label("fp32", 32) == "fp32"
+
+
+def test_option_table_is_what_each_method_accepts():
+    """method_option_names(m) lists exactly the keyword options m's function takes (its **rounding
+    catch-all stands for the shared rounding options), and quantize_model rejects a misspelt one."""
+    import inspect
+
+    from ptqlib.ptq import METHODS, method_option_names
+    from ptqlib.ptq.reconstruction import ROUNDING_OPTIONS
+
+    assert METHOD_NAMES == ("rtn", "adaround", "brecq", "obc", "gptq")
+    for method in METHOD_NAMES:
+        params = inspect.signature(METHODS[method]).parameters.values()
+        accepted = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            accepted |= set(ROUNDING_OPTIONS)
+        assert set(method_option_names(method)) == accepted, method
+        assert len(method_option_names(method)) == len(accepted)
+    assert "brecq_lambda" in method_option_names("brecq") and "adaround_lambda" not in method_option_names("brecq")
+    assert "obc_hessian" in method_option_names("gptq")
+    model = DigitsCNN().eval()
+    plan = {n: 2 for n, _ in quantizable_layers(model)}
+    with pytest.raises(TypeError, match="adaround_lamda"):
+        quantize_model(model, "rtn", plan, adaround_lamda=0.1)
+    with pytest.raises(KeyError, match="'obq'"):
+        method_option_names("obq")

@@ -1,12 +1,17 @@
-"""The calibration-based PTQ methods, each a strategy on the quantizer core of `ptqlib.quantize`.
+"""Weight-only post-training quantization: one grid, several ways of choosing the codes.
 
-- `adaround`: AdaRound, layer by layer (learned up/down rounding, annealed regulariser).
+- `grid`: the per-channel uniform grid every method shares, and round-to-nearest (RTN).
+- `reconstruction`: the learned rounding, its loss and optimiser loop, activation capture
+  (shared by AdaRound and BRECQ).
+- `adaround`: AdaRound, layer by layer.
 - `brecq`: the same rounding optimised per reconstruction unit, BatchNorm folded.
 - `obc`: exact OBQ (greedy, optimal compensation) and its fast relative GPTQ.
-- `bn`: BatchNorm folding and the optional re-estimation of BatchNorm statistics.
-
-Importing `ptqlib.quantize` imports these modules, which registers "adaround", "brecq",
-"obc" and "gptq" next to "rtn".
+- `bn`: BatchNorm folding and BatchNorm re-tuning after quantization.
+- `methods`: the table of methods, the options each reads, and `quantize_model`.
 """
+from .grid import Grid, QuantizedWeight, fit_grid, n_levels, round_to_nearest
+from .methods import (METHOD_NAMES, METHOD_OPTIONS, METHODS, apply_quantized, layer_bits_plan, method_option_names,
+                      quantize_model, recipe_label)
 
-from .. import quantize  # noqa: E402,F401  (the core first: it imports and registers the methods)
+__all__ = ["Grid", "QuantizedWeight", "fit_grid", "n_levels", "round_to_nearest", "METHOD_NAMES", "METHOD_OPTIONS",
+           "METHODS", "apply_quantized", "layer_bits_plan", "method_option_names", "quantize_model", "recipe_label"]

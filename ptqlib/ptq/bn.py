@@ -1,4 +1,4 @@
-"""BatchNorm folding (for BRECQ) and BatchNorm re-estimation (the optional post-PTQ step).
+"""BatchNorm folding (for BRECQ) and BatchNorm re-tuning (the optional post-PTQ step).
 
 A BatchNorm in eval mode is a per-channel affine map y = f * (x - mean) + beta with
 f = gamma / sqrt(var + eps). When its input is the output of a conv, it can be folded into
@@ -9,6 +9,7 @@ serves every architecture; pre-activation BNs (DenseNet's norm1) are left alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -76,22 +77,33 @@ def fold_batchnorm(model: nn.Module, example: torch.Tensor) -> list[Fold]:
 
 
 @torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Recompute every BatchNorm's running statistics on `images` (in place), then eval mode.
+def retune_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], momentum: float | None = 0.1) -> nn.Module:
+    """Re-tune every BatchNorm's running statistics on `batches` (in place), then eval mode.
 
-    The statistics become the exact average of the per-batch statistics over `images`
-    (momentum=None), independent of the old ones. Only BN layers run in train mode.
+    Every BN's running stats are reset, then each batch runs forward with the BNs in train
+    mode and the given momentum (0.1: the authors' BN tuning after OBC; None: the exact
+    cumulative average of the batch statistics). No gradient is taken, the other modules stay
+    in eval mode, and only BN buffers change; each BN's own momentum is restored after.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     model.eval()
     for m in bns:
         m.reset_running_stats()
-        m.momentum = None
+        m.momentum = momentum
         m.train()
     dev = next(model.parameters()).device
-    for i in range(0, len(images), batch_size):
-        model(images[i:i + batch_size].to(dev))
-    for m, mom in zip(bns, saved):
-        m.momentum = mom
+    try:
+        for batch in batches:
+            model(batch.to(dev))
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
     return model.eval()
+
+
+def reestimate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """BN statistics as the exact average of the per-batch statistics over `images` (in batches
+    of `batch_size`), independent of the old ones: `retune_batchnorm` with momentum None."""
+    return retune_batchnorm(model, (images[i:i + batch_size] for i in range(0, len(images), batch_size)),
+                            momentum=None)

@@ -6,6 +6,8 @@ so the unit's rounding sees the weights that actually act. Every layer of the un
 own `Rounding`; the unit output, with every layer's soft weights in place, is matched to the
 FP unit output on inputs from the already-quantized prefix.
 
+The rounding regulariser's weight is `brecq_lambda` (AdaRound's is `adaround_lambda`).
+
 Loss: "mse", or "fisher": the squared error weighted element-wise by the squared gradient of
 the cross-entropy (against the FP model's own prediction) with respect to the unit output,
 computed on the FP network and normalised to mean 1 so that lambda keeps its meaning.
@@ -24,10 +26,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models import Unit
-from ..quantize import Grid, QuantizedWeight, fit_grid, register
-from .adaround import (CHUNK, Rounding, calibration_input, layer_loss_and_grads, paired_units, reconstruct,
-                       rounding_options, run_chunked)
 from .bn import fold_batchnorm
+from .grid import Grid, QuantizedWeight, fit_grid
+from .reconstruction import (CHUNK, Rounding, calibration_input, layer_loss_and_grads, paired_units, reconstruct,
+                             rounding_options, run_chunked)
 
 
 @contextmanager
@@ -87,12 +89,13 @@ def unfold_result(qw: QuantizedWeight, factor: torch.Tensor | None, original: to
     return out
 
 
-@register("brecq")
 def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-          brecq_loss: str = "mse", seed: int = 0, **options) -> dict[str, QuantizedWeight]:
+          brecq_loss: str = "mse", brecq_lambda: float = 0.01, seed: int = 0, **rounding) -> dict[str, QuantizedWeight]:
+    """BRECQ unit by unit; `brecq_lambda` weighs the rounding regulariser, `rounding` holds the
+    rounding options shared with AdaRound (`reconstruction.ROUNDING_OPTIONS`)."""
     if brecq_loss not in ("mse", "fisher"):
         raise ValueError(f"brecq_loss: {brecq_loss!r} is not one of ['mse', 'fisher']")
-    ropts = rounding_options(**{k: v for k, v in options.items() if k.startswith("adaround_")})
+    ropts = rounding_options(brecq_lambda, **rounding)
     x = calibration_input(model, calib)
     original = {n: m.weight.detach().clone() for n, m in model.named_modules() if n in plan}
     work = copy.deepcopy(model).eval()  # folded copy that gets quantized unit by unit

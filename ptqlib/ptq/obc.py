@@ -2,8 +2,13 @@
 
 Per layer, the output error ||W X - Q X||^2 / n separates over output rows into
 1/2 (w - q)^T H (w - q) with H = 2 X X^T / n, X the layer's calibration inputs (conv
-inputs unfolded into patches: every position is a sample). Layers are processed in forward
-order with inputs from the already-quantized prefix (carried unit by unit).
+inputs unfolded into patches: every position is a sample). Where X comes from is an option:
+- "sequential": layers in forward order, X from the already-quantized prefix (carried unit by unit);
+- "fp": every layer's H from the full-precision model in one pass (hooks feeding one
+  `HessianAccumulator` per layer while one driver walks the calibration batches), then each
+  layer quantized on its own, as the OBC authors' code does. Calibration may come in rounds
+  (a list of batches, e.g. fresh augmentations): their samples are pooled into one H.
+  Every layer's H is held at once (float64): about 0.74 GB for a CIFAR ResNet-18.
 
 OBQ, per row: repeatedly pick the unquantized weight with the smallest (w_j - q_j)^2 / Hinv_jj
 (a weight pushed more than half a step outside the grid goes first, the worst of them),
@@ -19,6 +24,8 @@ GPTQ: one column order for all rows, so one Hinv serves every row, in the Choles
 update inside a block of columns done eagerly and the rest lazily, one GEMM per block.
 
 Every result carries `algorithm` ("obq" or "gptq") and the per-layer loss in `stats`.
+The plain textbook OBQ that tests and benchmarks/bench_obc.py compare `obq_layer` with is
+tests/reference_obq.py.
 """
 from __future__ import annotations
 
@@ -27,12 +34,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..models import reconstruction_units
-from ..quantize import Grid, QuantizedWeight, fit_grid, register
-from .adaround import CHUNK, calibration_input, run_chunked
+from .grid import Grid, QuantizedWeight, fit_grid
+from .reconstruction import CHUNK, calibration_input, run_chunked
 
 # Bytes for the per-row inverse-Hessian copies processed together. On a CPU the batch should
 # stay within the large last-level cache (every step rewrites it); on a GPU it should fill the device.
 MEMORY_BUDGET = {"cpu": 64 * 2 ** 20, "cuda": 4 * 2 ** 30}
+# Images per forward in the full-precision Hessian pass: a 32x32 conv's unfolded float64 patches
+# take ~4.7 MB per image at D = 576, so memory stays bounded whatever the calibration size.
+HESSIAN_CHUNK = 64
+HESSIAN_SOURCES = ("sequential", "fp")
 OUTLIER = 0.25 * (1 + 1e-6)  # (w - q)^2 > OUTLIER * scale^2: pushed out of the grid
 
 
@@ -99,7 +110,7 @@ def obq_rows(w: torch.Tensor, hinv: torch.Tensor, grid: Grid, max_steps: int | N
     dt = hinv.dtype
     w = w.to(dt).clone()
     s, z, top = grid.scale.to(dt), grid.zero.to(dt), grid.levels - 1
-    hb = hinv.unsqueeze(0).repeat(p, 1, 1)
+    hb = hinv.unsqueeze(0).repeat(p, 1, 1)  # one copy per row: rows diverge after their first step
     diag = torch.diagonal(hb, dim1=1, dim2=2).clone()  # kept apart: strided reads are slow
     perm = torch.arange(d, device=w.device).repeat(p, 1)
     codes = torch.zeros(p, d, dtype=dt, device=w.device)
@@ -124,7 +135,9 @@ def obq_rows(w: torch.Tensor, hinv: torch.Tensor, grid: Grid, max_steps: int | N
         losses[:, step] = e.square() / hjj / 2
         codes[ar, perm[ar, j]] = c[ar, j]
         wa.sub_(h * (e / hjj).unsqueeze(1))
-        last = m - 1  # move the active column at `last` into j's slot, then shrink
+        # move the active column at `last` into j's slot, then shrink: later steps touch only the
+        # active m x m block (about D^3/3 per row instead of D^3; test: tests/reference_obq.py)
+        last = m - 1
         for t in (w, perm, h, diag):
             t[ar, j] = t[:, last].clone()
         hb[ar, j, :m] = hb[:, last, :m].clone()
@@ -162,41 +175,6 @@ def obq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float,
     return torch.cat(codes).to(w2d.dtype), torch.cat(losses)
 
 
-def obq_reference(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The textbook OBQ, one row and one weight at a time, in float64 numpy: slow and plain.
-
-    No batching, no index swapping, no cached diagonal: the full D x D inverse is downdated
-    in place (eliminated rows and columns become 0) and the active set is a boolean mask.
-    Tests and `benchmarks/bench_obc.py` check `obq_layer` against it.
-    """
-    import numpy as np
-
-    hd, wd = prepare_hessian(h.double(), w2d.double(), damp)
-    hinv0 = inverse(hd).numpy()
-    s_all, z_all = grid.scale.double().numpy()[:, 0], grid.zero.double().numpy()[:, 0]
-    top = grid.levels - 1
-    codes = np.zeros(wd.shape)
-    losses = np.zeros(len(wd))
-    for r, row in enumerate(wd.numpy()):
-        w, hinv, s, z = row.copy(), hinv0.copy(), s_all[r], z_all[r]
-        active = np.ones(len(w), dtype=bool)
-        for _ in range(len(w)):
-            c = np.clip(np.round(w / s) + z, 0, top)
-            err2 = (w - (c - z) * s) ** 2
-            outliers = active & (err2 > OUTLIER * s * s)
-            if outliers.any():  # pushed outside its rounding cell: quantize the worst one now
-                j = int(np.argmax(np.where(outliers, err2, -1.0)))
-            else:
-                j = int(np.argmin(np.where(active, err2 / np.where(active, np.diag(hinv), 1.0), np.inf)))
-            e = w[j] - (c[j] - z) * s
-            losses[r] += e * e / hinv[j, j] / 2
-            codes[r, j] = c[j]
-            w -= hinv[:, j] * (e / hinv[j, j])
-            hinv -= np.outer(hinv[:, j], hinv[j, :]) / hinv[j, j]
-            active[j] = False
-    return torch.from_numpy(codes).to(w2d.dtype), torch.from_numpy(losses)
-
-
 # ---------------------------------------------------------------- GPTQ
 
 def gptq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float, block: int = 128,
@@ -228,7 +206,20 @@ def gptq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float, bloc
     return codes.to(w2d.dtype), losses
 
 
-# ---------------------------------------------------------------- the methods
+# ---------------------------------------------------------------- the drivers
+
+def _quantize_layer(layer: nn.Module, h: torch.Tensor, samples: int, levels: int, solve, algorithm: str,
+                    symmetric: bool, clip_norm: float, hessian: str) -> QuantizedWeight:
+    w2d = layer.weight.detach().flatten(1).float()
+    grid = fit_grid(w2d, levels, symmetric=symmetric, norm=clip_norm)
+    codes, losses = solve(w2d, h, grid)
+    q = QuantizedWeight(grid, codes)
+    q.algorithm = algorithm
+    q.stats = {"loss": float(losses.sum()), "samples": samples}
+    if hessian != "sequential":
+        q.stats["hessian"] = hessian
+    return q
+
 
 def _sequential(model: nn.Module, plan: dict[str, int], calib, solve, algorithm: str, symmetric: bool,
                 clip_norm: float) -> dict[str, QuantizedWeight]:
@@ -254,12 +245,8 @@ def _sequential(model: nn.Module, plan: dict[str, int], calib, solve, algorithm:
                         unit.module(x_q[i:i + CHUNK])
             finally:
                 handle.remove()
-            w2d = layer.weight.detach().flatten(1).float()
-            grid = fit_grid(w2d, plan[name], symmetric=symmetric, norm=clip_norm)
-            codes, losses = solve(w2d, acc.hessian(), grid)
-            q = QuantizedWeight(grid, codes)
-            q.algorithm = algorithm
-            q.stats = {"loss": float(losses.sum()), "samples": acc.n}
+            q = _quantize_layer(layer, acc.hessian(), acc.n, plan[name], solve, algorithm, symmetric, clip_norm,
+                                "sequential")
             out[name] = q
             with torch.no_grad():
                 layer.weight.copy_(q.weight(layer.weight.shape))
@@ -267,16 +254,65 @@ def _sequential(model: nn.Module, plan: dict[str, int], calib, solve, algorithm:
     return out
 
 
-@register("obc")
+@torch.no_grad()
+def fp_hessians(model: nn.Module, names, calib, chunk: int = HESSIAN_CHUNK) -> dict[str, HessianAccumulator]:
+    """Every named layer's Hessian accumulator, fed by one pass of `model` as it is.
+
+    `calib` is one batch or a list of batches (calibration rounds); all their samples are
+    pooled. Batches go to the model's device `chunk` images at a time.
+    """
+    if calib is None:
+        raise ValueError("OBC/GPTQ need calibration images (calib is None); "
+                         "pass a calibration batch or a list of them, e.g. pipeline.calibration_set(...)")
+    modules = dict(model.named_modules())
+    unknown = sorted(set(names) - set(modules))
+    if unknown:
+        raise KeyError(f"fp_hessians: no layers {unknown} in {type(model).__name__}")
+    accs = {n: HessianAccumulator(modules[n]) for n in names}
+    handles = [modules[n].register_forward_hook(acc) for n, acc in accs.items()]
+    model.eval()
+    dev = next(model.parameters()).device
+    try:
+        for batch in (calib if isinstance(calib, (list, tuple)) else [calib]):
+            for i in range(0, len(batch), chunk):
+                model(batch[i:i + chunk].to(dev, torch.float32))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return accs
+
+
+def _full_precision(model: nn.Module, plan: dict[str, int], calib, solve, algorithm: str, symmetric: bool,
+                    clip_norm: float) -> dict[str, QuantizedWeight]:
+    """Every layer's H from the FP model in one pass, then each layer quantized from its FP weights."""
+    accs = fp_hessians(model, list(plan), calib)
+    modules = dict(model.named_modules())
+    out = {name: _quantize_layer(modules[name], acc.hessian(), acc.n, plan[name], solve, algorithm, symmetric,
+                                 clip_norm, "fp") for name, acc in accs.items()}
+    with torch.no_grad():
+        for name, q in out.items():
+            modules[name].weight.copy_(q.weight(modules[name].weight.shape))
+    return out
+
+
+def _drive(model, plan, calib, solve, algorithm, symmetric, clip_norm, hessian):
+    if hessian not in HESSIAN_SOURCES:
+        raise ValueError(f"obc_hessian: {hessian!r} is not one of {list(HESSIAN_SOURCES)}")
+    driver = _sequential if hessian == "sequential" else _full_precision
+    return driver(model, plan, calib, solve, algorithm, symmetric, clip_norm)
+
+
+# ---------------------------------------------------------------- the methods
+
 def obc(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-        obc_damp: float = 0.01, **_) -> dict[str, QuantizedWeight]:
+        obc_damp: float = 0.01, obc_hessian: str = "sequential") -> dict[str, QuantizedWeight]:
     """Exact OBQ on every layer (cost O(rows * D^3): use "gptq" for very wide layers on CPU)."""
-    return _sequential(model, plan, calib, lambda w, h, g: obq_layer(w, h, g, obc_damp), "obq",
-                       symmetric, clip_norm)
+    return _drive(model, plan, calib, lambda w, h, g: obq_layer(w, h, g, obc_damp), "obq",
+                  symmetric, clip_norm, obc_hessian)
 
 
-@register("gptq")
 def gptq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-         obc_damp: float = 0.01, gptq_block: int = 128, **_) -> dict[str, QuantizedWeight]:
-    return _sequential(model, plan, calib, lambda w, h, g: gptq_layer(w, h, g, obc_damp, gptq_block), "gptq",
-                       symmetric, clip_norm)
+         obc_damp: float = 0.01, obc_hessian: str = "sequential", gptq_block: int = 128) -> dict[str, QuantizedWeight]:
+    """GPTQ on every layer, in the natural column order (O(D^3 + rows * D^2) per layer)."""
+    return _drive(model, plan, calib, lambda w, h, g: gptq_layer(w, h, g, obc_damp, gptq_block), "gptq",
+                  symmetric, clip_norm, obc_hessian)
