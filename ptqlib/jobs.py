@@ -25,7 +25,7 @@ from .data import (ImageData, augment_batch, balanced_masks, load_dataset, paire
                    view_seed)
 from .datasets_disk import VERIFY_ENV, dataset_identity
 from .models import build_model, quantizable_layers
-from .quantize import layer_bits_plan, quantize_model, recipe_label
+from .ptq import layer_bits_plan, quantize_model, recipe_label
 from .store import Store, job_key
 from .training import accuracy, pick_device, predict_logits, train_model
 

@@ -20,7 +20,7 @@ def fake_cifar_checksums(monkeypatch):
 
 
 def config(tmp_path, dataset, root, **kw):
-    return validate({"dataset": dataset, "arch": "resnet18", "data_root": str(root),
+    return validate({"dataset": dataset, "arch": "resnet18", "data_root": str(root), "methods": ["rtn"],
                      "store": str(tmp_path / "store"), **kw})
 
 

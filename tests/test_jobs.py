@@ -110,3 +110,12 @@ def test_job_records_are_frozen_and_rebuildable_from_their_params():
     assert dict(job.options) == {"adaround_iters": 300, "adaround_lr": 0.03, "adaround_lambda": 0.01}
     assert job.params["method"] == "adaround" and job.inputs == (job.source.key,)
     assert dataclasses.replace(job, bits=4).key != job.key
+
+
+def test_plan_passes_each_method_only_options_it_reads():
+    from ptqlib.plan import METHOD_KEYS
+    from ptqlib.ptq import METHOD_NAMES, method_option_names
+    assert set(METHOD_KEYS) == set(METHOD_NAMES)
+    for method, keys in METHOD_KEYS.items():
+        assert set(keys) <= set(method_option_names(method)), method
+        assert all(k in config.FIELD_NAMES for k in keys), method
