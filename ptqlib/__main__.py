@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         stages = runner.parse_stages(args.stages)
         cfg = load_preset(args.preset)  # fail fast, before importing the heavy machinery
         if cfg.dataset != "digits" and not cfg.download:
-            from .datasets_disk import check_available, dataset_options
+            from .datasets_disk import check_available
 
             try:
-                check_available(**dataset_options(cfg))  # before any compute: a missing folder or a corrupt file
+                check_available(cfg)  # before any compute: a missing folder or a corrupt file
             except ConfigError as err:
                 raise ConfigError(f"{args.preset}: {err}") from None
         return runner.run(args.preset, stages, verbose=args.verbose)

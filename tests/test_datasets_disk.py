@@ -328,7 +328,7 @@ def test_cli_stops_on_a_bad_image_with_exit_2(tmp_path, cli):
     preset = tmp_path / "bad.yaml"
     preset.write_text(f"name: bad\nstore: {tmp_path / 'store'}\nreports: {tmp_path / 'reports'}\n"
                       f"dataset: imagefolder\ndata_root: {root}\narch: resnet18\n")
-    proc = cli("run", str(preset), "--stages", "train", "--no-progress", timeout=120)
+    proc = cli("run", str(preset), "--stages", "train", timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0], proc.stderr
