@@ -38,6 +38,13 @@ def study_scores(cfg: StudyConfig, store: Store) -> dict:
             "target_phi": phi(target), "target_keep": keep(target)}
 
 
+def target_weights(cfg: StudyConfig, store: Store) -> dict[str, torch.Tensor]:
+    """Target 0's trained weight tensors (convolutions and linear layers), by parameter name."""
+    path = store.require(pipeline.target_jobs(cfg)[0], "trained model", "train") / "model.pt"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return {name: w for name, w in state.items() if name.endswith("weight") and w.dim() in (2, 4)}
+
+
 def members_figure(images: torch.Tensor, keep: np.ndarray, per_row: int = 6):
     """The first `per_row` members (top) and non-members (bottom) of one target."""
     import matplotlib.pyplot as plt
