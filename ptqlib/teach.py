@@ -88,13 +88,14 @@ def rtn_figure(weight: torch.Tensor, bits_list=(4, 2, 1.58), channel: int = 0):
     return fig
 
 
-def chosen_examples(shadow_phi: np.ndarray, shadow_keep: np.ndarray) -> dict[str, int]:
-    """An easy example (IN and OUT shadows score it alike) and a memorised outlier (the largest
-    gap between the IN and OUT medians)."""
+def chosen_examples(shadow_phi: np.ndarray, shadow_keep: np.ndarray, target_keep: np.ndarray) -> dict[str, int]:
+    """Two of the target's members: an easy one (IN and OUT shadows score it alike) and a memorised
+    outlier (the largest gap between the IN and OUT medians)."""
     keep = shadow_keep.astype(bool)
     gap = (np.nanmedian(np.where(keep, shadow_phi, np.nan), axis=0)
            - np.nanmedian(np.where(~keep, shadow_phi, np.nan), axis=0))
-    return {"easy": int(np.argmin(np.abs(gap))), "memorised outlier": int(np.argmax(gap))}
+    gap = np.where(np.asarray(target_keep, dtype=bool), gap, np.nan)  # members only: the attack should find them
+    return {"easy": int(np.nanargmin(np.abs(gap))), "memorised outlier": int(np.nanargmax(gap))}
 
 
 def in_out_figure(scores: dict, examples: dict[str, int]):
