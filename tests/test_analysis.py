@@ -32,7 +32,7 @@ def test_paper_reference_is_shipped_for_cifar100_resnet18_only():
 
 def test_privacy_utility_plot_draws_the_reference_points():
     ref = analysis.paper_reference("cifar100", "resnet18")
-    ax = analysis.privacy_utility_plot(summary_rows(), "online", reference=ref)
+    ax = analysis.privacy_utility_plot(summary_rows(), "online", reference=ref).axes[0]
     labels = ax.get_legend_handles_labels()[1]
     assert "the paper's Fig. 1" in labels and "FP32" in labels
     notes = [t.get_text() for t in ax.texts]
@@ -44,9 +44,11 @@ def test_privacy_utility_plot_draws_the_reference_points():
     assert crosses.get_offsets()[:, 1].min() == pytest.approx(100 * 0.0011)
     # a zero TPR (RTN 1.58b here) is drawn at the floor, not dropped from the log axis
     ys = [y for bars in ax.containers for y in np.atleast_1d(bars.lines[0].get_ydata())]
-    assert len(ys) == 4 and min(ys) > 0
+    assert len(ys) == 3 and min(ys) > 0  # the three quantized recipes; FP32 is the reference line
+    (fp_line,) = [line for line in ax.lines if line.get_label() == "FP32"]
+    assert fp_line.get_ydata()[0] == pytest.approx(100 * 0.03)
 
 
 def test_privacy_utility_plot_without_reference():
-    ax = analysis.privacy_utility_plot(summary_rows(), "online")
+    ax = analysis.privacy_utility_plot(summary_rows(), "online").axes[0]
     assert "the paper's Fig. 1" not in ax.get_legend_handles_labels()[1] and not ax.texts

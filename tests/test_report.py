@@ -1,0 +1,115 @@
+"""Every report figure renders from a smoke store; the finding and the index page say what the table says."""
+import io
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from ptqlib import analysis, config, metrics, pipeline, report  # noqa: E402
+from ptqlib.store import Store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke study built once per session (run_all is idempotent), and its attack results."""
+    store = tmp_path_factory.getbasetemp() / "smoke_store"
+    cfg = config.validate({**config.read_preset(ROOT / "params" / "smoke.yaml"), "store": str(store),
+                           "reports": str(tmp_path_factory.getbasetemp() / "reports"), "name": "smoke"})
+    pipeline.run_all(cfg)
+    results, arrays = pipeline.load_attack_results(cfg, Store(cfg.store))
+    return cfg, results, arrays, analysis.leakage_table(results, arrays, n_boot=20)
+
+
+def _figures(smoke):
+    cfg, results, arrays, table = smoke
+    summary = analysis.summary(results, 50)
+    return {"leakage_by_bits": analysis.leakage_by_bits(results, arrays, table=table),
+            "privacy_utility": analysis.privacy_utility_plot(
+                summary, "online", reference=analysis.paper_reference("cifar100", "resnet18")),
+            "roc_panels": analysis.roc_panels(results, arrays)}
+
+
+def test_every_report_figure_renders_with_labels_and_short_legends(smoke):
+    for name, fig in _figures(smoke).items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=60)
+        assert buf.tell() > 5_000, name
+        for ax in fig.axes:
+            assert ax.get_xlabel(), f"{name}: an axis without an x label"
+            legend = ax.get_legend()
+            if legend is not None:
+                assert len(legend.get_texts()) <= analysis.MAX_LEGEND_ENTRIES, name
+        assert fig.axes[0].get_ylabel(), f"{name}: no y label"
+        matplotlib.pyplot.close(fig)
+
+
+def test_leakage_table_is_the_pooled_roc_of_each_recipe(smoke):
+    _, results, arrays, table = smoke
+    rows = results[(results["attack"] == "online") & (results["threat_model"] == "fp_shadows")]
+    for _, r in table.iterrows():
+        idx = rows.index[rows["label"] == r["label"]].to_numpy()
+        slow = metrics.attack_metrics(np.concatenate(arrays["scores"][idx]), np.concatenate(arrays["members"][idx]))
+        assert r["tpr@0.01"] == slow["tpr@0.01"] and r["n_nonmembers"] == slow["n_nonmembers"]
+        assert r["tpr@0.01_target_mean"] == pytest.approx(rows.loc[idx, "tpr@0.01"].mean())
+        assert r["tpr@0.01_ci_low"] <= r["tpr@0.01_ci_high"]
+    assert table["label"].iloc[0] == "fp32" and len(table) == 1 + len(smoke[0].recipes())
+
+
+def test_finding_on_the_smoke_study_quotes_its_table(smoke):
+    table = smoke[3]
+    sentence = analysis.finding(table)
+    fpr, _ = analysis.headline_fpr(table)
+    fp = table[table["method"] == "fp32"].iloc[0]
+    assert f"{100 * fp[f'tpr@{fpr:g}']:.1f}%" in sentence and f"pooled over {int(fp['targets'])} targets" in sentence
+    quoted = {float(x) for x in re.findall(r"(\d+\.\d)%", sentence)}
+    assert quoted <= {round(100 * v, 1) for v in table[f"tpr@{fpr:g}"]}
+
+
+def leakage_rows(n_nonmembers):
+    """A hand-made leakage table: FP32 at 6.4%, AdaRound 1.58b at 1.4% losing 0.3 pt, RTN 1.58b at 0.5%
+    losing 9 pt, RTN 4b as leaky as FP32."""
+    rows = [("fp32", 32, 0.990, 0.064), ("rtn", 4, 0.989, 0.064), ("adaround", 1.58, 0.987, 0.014),
+            ("rtn", 1.58, 0.900, 0.005)]
+    return pd.DataFrame([{"attack": "online", "method": m, "bits": b, "last_layer_bits": np.nan,
+                          "label": "fp32" if m == "fp32" else f"{m} {b:g}b", "targets": 8, "test_acc": acc,
+                          "tpr@0.001": tpr / 4, "tpr@0.01": tpr, "n_nonmembers": n_nonmembers}
+                         for m, b, acc, tpr in rows])
+
+
+def test_finding_names_the_best_affordable_recipe_and_the_lowest_leak():
+    sentence = analysis.finding(leakage_rows(5392))  # 8 x 674 digits non-members: resolves 1%, not 0.1%
+    assert sentence.startswith("Under LiRA online, 1.58-bit AdaRound cuts TPR@1%FPR from 6.4% (FP32) to 1.4% "
+                               "(pooled over 8 targets) at \u22120.3 pt accuracy.")
+    assert "The lowest leak, 0.5%, comes from 1.58-bit RTN at \u22129.0 pt accuracy." in sentence
+    assert "indicative" not in sentence
+
+
+def test_finding_uses_the_lowest_resolvable_fpr_and_says_indicative_when_none_is():
+    assert "TPR@0.1%FPR from 1.6%" in analysis.finding(leakage_rows(100_000))  # 100 false positives at 0.1%
+    thin = analysis.finding(leakage_rows(674))  # one target's non-members: 6.7 false positives at 1%
+    assert "indicative" in thin and "674 pooled non-members" in thin
+
+
+def test_index_opens_with_the_finding_then_the_headline_figure_then_the_table(smoke, tmp_path):
+    cfg, results, arrays, table = smoke
+    (tmp_path / "finding.txt").write_text(analysis.finding(table) + "\n")
+    analysis.headline(table).to_csv(tmp_path / "headline.csv", index=False)
+    for name, fig in _figures(smoke).items():
+        fig.savefig(tmp_path / f"{name}.png", dpi=40)
+    page = report.write_index(cfg, tmp_path, {"train": ("done", 1.0), "attack": ("failed", 2.0)}).read_text()
+    positions = [page.index(s) for s in (analysis.finding(table)[:40], "src='leakage_by_bits.png'",
+                                         "<table", "src='privacy_utility.png'", "04_attack.html")]
+    assert positions == sorted(positions)
+    assert "class='failed'" in page
+
+
+def test_index_without_analysis_outputs_says_so(smoke, tmp_path):
+    page = report.write_index(smoke[0], tmp_path, {}).read_text()
+    assert "No finding yet" in page and "<img" not in page
