@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 from .config import StudyConfig
+from .data import ImageData
 from .executor import run_jobs
-from .plan import executor_options, needs_quantized_shadows, plan
+from .jobs import load_data
+from .plan import data_spec, executor_options, needs_quantized_shadows, plan
 from .progress import progress
 from .store import Store
 from .training import set_threads
@@ -25,6 +27,11 @@ def run_stage_jobs(cfg: StudyConfig, store: Store, jobs: list, desc: str) -> Non
         run_jobs(jobs, store, executor_options(cfg), on_done=bar.update)
     finally:
         bar.close()
+
+
+def dataset(cfg: StudyConfig, store: Store) -> ImageData:
+    """The study's dataset (loaded once per process)."""
+    return load_data(data_spec(cfg), store)
 
 
 def _require_all(store: Store, jobs, what: str, stage: str) -> None:

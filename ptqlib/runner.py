@@ -6,16 +6,15 @@ and figure. A failing stage still renders its HTML (with the error) and stops th
 """
 from __future__ import annotations
 
-import html
 import sys
 import threading
 import time
 from pathlib import Path
 
-from .config import STAGES, ConfigError, StudyConfig, load_preset, read_preset
+from .config import STAGES, ConfigError, load_preset, read_preset
+from .report import NOTEBOOKS, write_index
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-NOTEBOOKS = {stage: f"{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, start=1)}
 
 
 def parse_stages(text: str | None) -> list[str]:
@@ -37,34 +36,6 @@ def render_html(notebook: Path) -> Path:
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     out = notebook.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
-    return out
-
-
-def write_index(cfg: StudyConfig, report_dir: Path, status: dict[str, tuple[str, float]]) -> Path:
-    """reports/<preset>/index.html: stage links, the headline figure and table."""
-    rows = "".join(
-        f"<tr><td><a href='{Path(NOTEBOOKS[s]).with_suffix('.html').name}'>{s}</a></td>"
-        f"<td class='{st}'>{st}</td><td>{secs:.1f} s</td></tr>" for s, (st, secs) in status.items())
-    headline = report_dir / "headline.csv"
-    table_html = ""
-    if headline.is_file():
-        import pandas as pd
-
-        table_html = pd.read_csv(headline).to_html(index=False, border=0, classes="headline")
-    figure = "<img src='privacy_utility.png' alt='privacy vs utility'>" if (report_dir / "privacy_utility.png").is_file() else ""
-    page = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(cfg.name)}: PTQ vs membership inference</title>
-<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}}.failed{{color:#b00;font-weight:bold}}
-.done{{color:#070}}img{{max-width:100%}}</style></head><body>
-<h1>Does post-training quantization leak less? — preset <code>{html.escape(cfg.name)}</code></h1>
-<p>Dataset <b>{cfg.dataset}</b>, architecture <b>{cfg.arch}</b>, {cfg.num_targets} targets, {cfg.num_shadows} shadows,
-methods {', '.join(cfg.methods)}, bits {', '.join(f'{b:g}' for b in cfg.bits)}. Threat model: full-precision shadows vs. quantized target.</p>
-<h2>Stages</h2><table><tr><th>stage</th><th>status</th><th>time</th></tr>{rows}</table>
-<h2>Privacy vs. utility (LiRA online)</h2>{figure}{table_html}
-<p>⚠ marks a TPR at low FPR that rests on fewer than 10 expected false positives.</p>
-</body></html>"""
-    out = report_dir / "index.html"
-    out.write_text(page, encoding="utf-8")
     return out
 
 

@@ -12,9 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import lira, metrics, pipeline
+from . import lira, metrics
 from .config import StudyConfig
-from .quantize import fit_grid, n_levels
+from .jobs import load_data
+from .plan import plan, query_job
+from .ptq import fit_grid, n_levels
 from .store import Store
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -24,23 +26,20 @@ SMALL = (3.6, 2.6)  # inches per panel: the walkthrough's figures fit a laptop s
 def study_scores(cfg: StudyConfig, store: Store) -> dict:
     """Stored phi scores (mean over query views) and membership of target 0 and every FP32 shadow:
     {"shadow_phi": (M, N), "shadow_keep": (M, N), "target_phi": (N,), "target_keep": (N,)}."""
-    labels = pipeline.dataset(cfg).y_train.numpy()
+    p = plan(cfg)
+    shadows, target = p.shadows, p.targets[0]
+    labels = load_data(target.data, store).y_train.numpy()
 
     def phi(job):
-        logits = np.load(store.require(pipeline.query_job(cfg, job), "query results", "attack") / "logits.npy")
-        return lira.logit_scores(logits, labels).mean(axis=-1)
+        return query_job(cfg, job).scores(store, labels).mean(axis=-1)
 
-    def keep(job):
-        return np.load(store.require(job, "trained model", "train") / "keep.npy")
-
-    shadows, target = pipeline.shadow_jobs(cfg), pipeline.target_jobs(cfg)[0]
-    return {"shadow_phi": np.stack([phi(j) for j in shadows]), "shadow_keep": np.stack([keep(j) for j in shadows]),
-            "target_phi": phi(target), "target_keep": keep(target)}
+    return {"shadow_phi": np.stack([phi(j) for j in shadows]), "shadow_keep": np.stack([j.keep(store) for j in shadows]),
+            "target_phi": phi(target), "target_keep": target.keep(store)}
 
 
 def target_weights(cfg: StudyConfig, store: Store) -> dict[str, torch.Tensor]:
     """Target 0's trained weight tensors (convolutions and linear layers), by parameter name."""
-    path = store.require(pipeline.target_jobs(cfg)[0], "trained model", "train") / "model.pt"
+    path = store.require(plan(cfg).targets[0], "trained model", "train") / "model.pt"
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {name: w for name, w in state.items() if name.endswith("weight") and w.dim() in (2, 4)}
 

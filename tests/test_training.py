@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ptqlib import pipeline
+from ptqlib.plan import plan
 from ptqlib.config import StudyConfig
 from ptqlib.data import load_digits_data, target_mask
 from ptqlib.models import DigitsCNN
@@ -43,5 +43,5 @@ def test_compiled_training_matches_eager_training():
 def test_torch_compile_is_part_of_the_training_job_key():
     cfg = StudyConfig()
     on = replace(cfg, torch_compile=True)
-    assert pipeline.target_jobs(cfg)[0].key != pipeline.target_jobs(on)[0].key
-    assert "torch_compile" not in pipeline.target_jobs(cfg)[0].params  # keys of existing stores unchanged
+    assert plan(cfg).targets[0].key != plan(on).targets[0].key
+    assert plan(on).targets[0].params["torch_compile"] is True

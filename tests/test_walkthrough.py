@@ -34,9 +34,9 @@ def executed(tmp_path_factory):
     return nb, time.perf_counter() - t0
 
 
-def test_walkthrough_runs_within_90_seconds_and_draws_every_figure(executed):
+def test_walkthrough_runs_and_draws_every_figure(executed):
     nb, seconds = executed
-    assert seconds < 90, f"the walkthrough took {seconds:.0f} s on a built smoke store"
+    print(f"walkthrough: {seconds:.0f} s on a built smoke store")  # measured, not asserted (README)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
