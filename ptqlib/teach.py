@@ -128,7 +128,8 @@ def in_out_figure(scores: dict, examples: dict[str, int]):
 def attack_scores(scores: dict) -> dict[str, np.ndarray]:
     """Membership scores of target 0: LiRA online (likelihood ratio) and the global threshold (phi)."""
     phi = scores["shadow_phi"][..., None]  # one query view: the mean over views
-    return {"LiRA online": lira.lira_online(phi, scores["shadow_keep"], scores["target_phi"][:, None]),
+    online = lira.score_attack(lira.fit_shadow_stats(phi, scores["shadow_keep"]), scores["target_phi"][:, None], "online")
+    return {"LiRA online": online,
             "threshold on phi": scores["target_phi"]}
 
 
