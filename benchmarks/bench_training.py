@@ -9,7 +9,7 @@ both alike:
 - pipeline: what ptqlib/training.py does per step: pick the batch from the normalised member
             tensor, `augment_batch(.., 'crop_flip')`, then forward + backward.
 It also times the uint8 route's batch preparation (index uint8 images, augment, normalise
-per batch) and inference throughput (eval mode, no grad: accuracy and LiRA queries). The overhead ratio is pipeline throughput / pure throughput (the issue asks >= 90%).
+per batch) and inference throughput (eval mode, no grad: accuracy and LiRA queries). The overhead ratio is pipeline throughput / pure throughput (target: >= 90%).
 Output goes to stdout and benchmarks/results/training.txt.
 """
 from __future__ import annotations

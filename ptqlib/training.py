@@ -86,3 +86,30 @@ def accuracy(model: nn.Module, data: ImageData, split: str = "test", mask=None) 
         x, y = x[sel], y[sel]
     logits = predict_logits(model, data.normalize(x))
     return float((logits.argmax(1) == y).float().mean())
+
+
+# fit_warning thresholds: a model is "not learning" when its training accuracy is within
+# CHANCE_MARGIN of chance, and "not memorising" when it has not fitted its members
+# (training accuracy below MEMORISED) and scores them less than GAP_MIN above unseen images.
+# A model that fits its members (digits: train 100%, test ~99%) still leaks through its
+# confidence, so a small accuracy gap alone does not fire.
+CHANCE_MARGIN = 0.10
+MEMORISED = 0.90
+GAP_MIN = 0.10
+
+
+def fit_warning(train_acc: float, test_acc: float, num_classes: int) -> str | None:
+    """One line warning that the FP32 targets give membership inference nothing to find, or None.
+
+    `train_acc` (accuracy on the members) and `test_acc` are means over the targets, in 0..1.
+    Fires when train_acc < chance + CHANCE_MARGIN, or when train_acc < MEMORISED and
+    train_acc - test_acc < GAP_MIN.
+    """
+    chance = 1.0 / num_classes
+    near_chance = train_acc < chance + CHANCE_MARGIN
+    not_memorised = train_acc < MEMORISED and train_acc - test_acc < GAP_MIN
+    if not (near_chance or not_memorised):
+        return None
+    return (f"the FP32 targets did not learn/memorise (train {100 * train_acc:.1f}%, test {100 * test_acc:.1f}%, "
+            f"chance {100 * chance:.1f}%): membership inference will find nothing; train longer, on fewer "
+            "members or with less augmentation")

@@ -5,7 +5,7 @@ from torch import nn
 
 from ptqlib.models import build_model, quantizable_layers, reconstruction_units
 
-ARCHS = ["resnet18", "resnet50", "densenet121"]
+ARCHS = ["resnet18", "resnet50", "densenet121", "airbench_small"]
 _MODELS: dict = {}
 
 
@@ -32,10 +32,11 @@ def test_stem_is_cifar_form(arch):
     model = model_for(arch)
     name, stem = quantizable_layers(model)[0]
     assert stem.kernel_size == (3, 3) and stem.stride == (1, 1) and stem.padding == (1, 1)
-    assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
+    if arch != "airbench_small":  # airbench pools inside its blocks, never in the stem
+        assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
     # the first stage keeps the input resolution
     feats = {}
-    first_block = next(m for n, m in model.named_modules() if n in ("layer1.0", "features.denseblock1"))
+    first_block = next(m for n, m in model.named_modules() if n in ("layer1.0", "features.denseblock1", "stem"))
     hook = first_block.register_forward_hook(lambda m, i, o: feats.setdefault("x", o))
     with torch.no_grad():
         model(torch.randn(1, 3, 32, 32))
@@ -47,7 +48,7 @@ def test_stem_is_cifar_form(arch):
 def test_quantizable_layers_in_forward_order(arch):
     model = model_for(arch)
     layers = quantizable_layers(model)
-    assert layers[0][0] in ("conv1", "features.conv0")
+    assert layers[0][0] in ("conv1", "features.conv0", "stem.0")
     assert layers[-1][0] in ("fc", "classifier")
     assert isinstance(layers[-1][1], nn.Linear) and layers[-1][1].out_features == 7
     # forward order: the order in which the layers actually run
@@ -89,12 +90,13 @@ def test_every_layer_in_exactly_one_unit(arch):
     assert units[-1].layers[-1] == quantizable_layers(model)[-1][0]
 
 
-@pytest.mark.parametrize("arch, blocks", [("resnet18", 8), ("resnet50", 16), ("densenet121", 58 + 3)])
+@pytest.mark.parametrize("arch, blocks", [("resnet18", 8), ("resnet50", 16), ("densenet121", 58 + 3),
+                                          ("airbench_small", 3)])
 def test_unit_counts(arch, blocks):
     # ResNet: stem + residual blocks + classifier; DenseNet-121: 58 dense layers + 3 transitions
     units = reconstruction_units(model_for(arch))
     assert len(units) == 1 + blocks + 1
-    if arch.startswith("resnet"):
+    if arch != "densenet121":
         assert units[-1].layers == ["fc"]  # the fc is a unit of its own
 
 
@@ -109,3 +111,32 @@ def test_unknown_arch_is_a_clear_error():
 
     with pytest.raises(ValueError, match="resnet18"):
         zoo.build("vgg16", 10, 3, 32)
+
+
+@pytest.mark.parametrize("arch, last_block, shape", [("resnet18", "layer4.1", (512, 4, 4)),
+                                                     ("resnet50", "layer4.2", (2048, 4, 4)),
+                                                     ("airbench_small", "blocks.2", (128, 4, 4))])
+def test_last_block_unit_ends_at_its_feature_map(arch, last_block, shape):
+    """BRECQ fits the last block to its feature map (as the authors do); pooling is the classifier's."""
+    units = reconstruction_units(model_for(arch))
+    assert units[-2].name == last_block
+    h = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for u in units[:-1]:
+            h = u.module(h)
+    assert h.shape == (2, *shape)
+    assert not any(isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) for m in units[-2].module.modules())
+
+
+def test_airbench_small_fits_16_pixel_images():
+    model = build_model("airbench_small", 10, 3, 16).eval()
+    units = reconstruction_units(model)
+    h = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        want = model(h)
+        for u in units[:-1]:
+            h = u.module(h)
+        assert h.shape == (3, 128, 2, 2)  # three blocks halve 16 pixels to 2
+        assert torch.allclose(units[-1].module(h), want, atol=1e-6)
+    with pytest.raises(ValueError, match="at least 8"):
+        build_model("airbench_small", 10, 3, 4)
