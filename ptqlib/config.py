@@ -63,9 +63,9 @@ class StudyConfig:
     data_root: str = key("data", "folder holding the dataset in its standard layout")
     test_fraction: float = key(0.25, "digits: share of the 1,797 images held out as test set", above=0, below=1)
     arch: str = key("digits_cnn", "architecture (CIFAR form for the folder datasets)",
-                    choices=("digits_cnn", "resnet18", "resnet50", "densenet121"))
+                    choices=("digits_cnn", "airbench_small", "resnet18", "resnet50", "densenet121"))
     download: bool = key(False, "let torchvision fetch CIFAR when a network exists (never by default)")
-    image_size: int = key(0, "imagefolder: resize to this square size (0 = keep the files' size)", at_least=0)
+    image_size: int = key(0, "folder datasets: resize to this square size (0 = keep the files' size)", at_least=0)
     train_subset: int = key(0, "use only the first n examples of the training pool (0 = all)", at_least=0)
     test_subset: int = key(0, "use only the first n test examples (0 = all)", at_least=0)
     # ---- membership game

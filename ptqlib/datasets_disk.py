@@ -157,9 +157,9 @@ def dataset_identity(dataset, *, train_subset: int = 0, test_subset: int = 0, ro
         cfg = dataset
         return dataset_identity(cfg.dataset, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
                                 root=cfg.data_root, image_size=cfg.image_size)
-    spec = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset}
+    spec = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset, "image_size": image_size}
     if dataset == "imagefolder":
-        spec.update(root=str(Path(root).expanduser().resolve()), image_size=image_size)
+        spec["root"] = str(Path(root).expanduser().resolve())
     return spec
 
 
@@ -193,6 +193,21 @@ def _read_cifar(dataset: str, where: Path, verify: bool) -> dict:
                               f"{len(y)} labels; expected uint8 images and one label in 0..{len(out['classes']) - 1} each")
         out[f"x_{split}"], out[f"y_{split}"] = x, y
     return out
+
+
+def _resized(raw: dict, size: int) -> dict:
+    """CIFAR's arrays resized to size x size as an ImageFolder's files are (PIL, bilinear); 0 keeps them."""
+    from PIL import Image
+
+    if size <= 0 or raw["x_train"].shape[-1] == size:
+        return raw
+
+    def resize(x: torch.Tensor) -> torch.Tensor:
+        hwc = x.permute(0, 2, 3, 1).numpy()
+        out = [np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in hwc]
+        return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
+
+    return {**raw, "x_train": resize(raw["x_train"]), "x_test": resize(raw["x_test"])}
 
 
 def _decode(paths: list[Path], mode: str, size: int, expect: tuple | None) -> torch.Tensor:
@@ -305,13 +320,15 @@ def _reader(dataset: str, root: Path, image_size: int, verify: bool):
         where = _check_cifar(dataset, root, verify)
         cls = _cifar_class(dataset)
         files = [where / name for name, _ in cls.train_list + cls.test_list]
-        params = {"dataset": dataset, "files": _fingerprint(files, where)}
-        return (lambda: _read_cifar(dataset, where, verify)), Job("dataset", params)
+        params = {"dataset": dataset, "image_size": image_size, "files": _fingerprint(files, where)}
+        return (lambda: _resized(_read_cifar(dataset, where, verify), image_size)), Job("dataset", params)
     if dataset == "tinyimagenet":
         where = _check_tinyimagenet(root)
         classes, files = _list_tinyimagenet(where)
-        params = {"dataset": dataset, "files": _fingerprint([f for s in files.values() for f, _ in s], where)}
-        return (lambda: _read_folders(classes, files, "RGB", 0, (64, 64))), Job("dataset", params)
+        params = {"dataset": dataset, "image_size": image_size,
+                  "files": _fingerprint([f for s in files.values() for f, _ in s], where)}
+        expect = None if image_size else (64, 64)
+        return (lambda: _read_folders(classes, files, "RGB", image_size, expect)), Job("dataset", params)
     if dataset == "imagefolder":
         _check_imagefolder(root)
         classes, files = _list_imagefolder(root)

@@ -183,7 +183,8 @@ class TrainJob(StudyJob):
         model = self.new_model(data)
         with open(out / "log.txt", "w") as log:
             stats = train_model(model, data, keep, **self.recipe(), seed=self.model_seed, device=pick_device(self.device),
-                                compile_model=self.torch_compile, log=lambda line: print(line, file=log))
+                                compile_model=self.torch_compile, precision=self.precision,
+                                log=lambda line: print(line, file=log))
         model.cpu()
         np.save(out / "keep.npy", keep)
         _save_model(model, out)

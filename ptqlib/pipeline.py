@@ -57,6 +57,16 @@ def run_train_targets(cfg: StudyConfig, store: Store) -> pd.DataFrame:
     return training_table(store, jobs)
 
 
+def fit_check(cfg: StudyConfig, store: Store) -> str | None:
+    """A one-line warning when the FP32 targets neither learned nor memorised (see `training.fit_warning`)."""
+    from .training import fit_warning
+
+    metas = [store.meta(j) for j in plan(cfg).targets]
+    data = dataset(cfg, store)
+    return fit_warning(float(np.mean([m["train_acc"] for m in metas])), float(np.mean([m["test_acc"] for m in metas])),
+                       data.num_classes)
+
+
 def run_train_shadows(cfg: StudyConfig, store: Store) -> pd.DataFrame:
     """Stage 2: M shadow models with balanced membership masks."""
     jobs = plan(cfg).shadows

@@ -12,11 +12,13 @@ from pathlib import Path
 from .config import STAGES, StudyConfig
 
 NOTEBOOKS = {stage: f"{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, start=1)}
+WARNINGS = "warnings.txt"  # one line per warning a stage raised about the whole study
 FIGURES = [("leakage_by_bits.png", "Leakage and accuracy against bit width"),
            ("privacy_utility.png", "Privacy vs. utility, recipe by recipe"),
            ("roc_panels.png", "ROC curves, one panel per method")]
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.4}
 table{border-collapse:collapse;font-size:90%}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left}
+.warning{font-size:115%;background:#fdecea;border-left:5px solid #b00;padding:.6em 1em}
 .finding{font-size:125%;background:#f3f6fa;border-left:5px solid #3a6ea5;padding:.7em 1em}
 .failed{color:#b00;font-weight:bold}.done{color:#070}img{max-width:100%}.note{color:#666;font-size:90%}"""
 
@@ -34,6 +36,10 @@ def index_page(cfg: StudyConfig, report_dir: Path, status: dict[str, tuple[str, 
     finding = (f"<p class='finding'>{html.escape(finding_file.read_text(encoding='utf-8').strip())}</p>"
                if finding_file.is_file() else
                "<p class='finding'>No finding yet: the analysis stage has not written finding.txt.</p>")
+    warning_file = report_dir / WARNINGS
+    if warning_file.is_file():  # the train stage's fit check: shown above everything else
+        finding = "".join(f"<p class='warning'>⚠ {html.escape(line)}</p>"
+                          for line in warning_file.read_text(encoding="utf-8").splitlines() if line) + finding
     figures = [(f, title) for f, title in FIGURES if (report_dir / f).is_file()]
     table = ""
     if (report_dir / "headline.csv").is_file():

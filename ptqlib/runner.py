@@ -78,6 +78,18 @@ class StageProgress:
         self.bar.close()
 
 
+def _check_fit(cfg, store, report_dir: Path) -> None:
+    """The train stage's fit check, in the terminal and on the report's index page."""
+    from .pipeline import fit_check
+    from .report import WARNINGS
+
+    warning = fit_check(cfg, store)
+    (report_dir / WARNINGS).unlink(missing_ok=True)
+    if warning:
+        print(f"    warning: {warning}", flush=True)
+        (report_dir / WARNINGS).write_text(warning + "\n", encoding="utf-8")
+
+
 def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = False) -> int:
     """Validate the preset, then execute its stages. Returns a process exit code.
 
@@ -113,6 +125,8 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
             code = 1
         if out_nb.is_file():
             render_html(out_nb)
+        if stage == "train" and status[stage][0] == "done":
+            _check_fit(cfg, store, report_dir)
         print(f"    {status[stage][0]} in {status[stage][1]:.1f} s -> {out_nb.with_suffix('.html')}", flush=True)
         if code:
             break
