@@ -6,6 +6,7 @@ and figure. A failing stage still renders its HTML (with the error) and stops th
 """
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -109,6 +110,8 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
     store = Store(cfg.store_path)
     jobs = plan(cfg).stages
     quiet = {} if verbose else {"extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+    if not verbose:  # the notebooks read every key through `preset` and config, so papermill's
+        logging.getLogger("papermill").setLevel(logging.ERROR)  # "unknown parameter" notes are noise
     status: dict[str, tuple[str, float]] = {}
     code = 0
     for i, stage in enumerate(stages, start=1):
