@@ -344,11 +344,13 @@ def leakage_by_bits(df: pd.DataFrame, arrays: dict, attack: str = "online", thre
                               if set(quantized["last_layer_bits"].dropna()) == {8} else "decoupled last layer"))
     handles += [Patch(color="grey", alpha=0.35, label="FP32 (line) and its 95% interval"),
                 Line2D([], [], color="grey", ls=":", label="chance (TPR = FPR)")]
-    axes[0].legend(handles=handles, fontsize=8, loc="upper right")
+    # below both panels: inside, it would hide the FP32 band and the 4-bit points it is compared with
+    fig.legend(handles=handles, fontsize=8, loc="upper center", ncol=min(len(handles), 4), frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
     note = " — indicative: too few non-members for this FPR" if indicative else ""
     fig.suptitle(f"{ATTACK_LABELS.get(attack, attack)}, {THREAT_LABELS.get(threat_model, threat_model)}: "
                  f"fewer bits, less leakage?{note}", fontsize=11)
-    fig.text(0.5, -0.02, f"pooled ROC over {int(fp['targets'])} targets ({int(fp['n_nonmembers'])} non-members); "
+    fig.text(0.5, -0.13, f"pooled ROC over {int(fp['targets'])} targets ({int(fp['n_nonmembers'])} non-members); "
              "bands: 95% intervals from resampling targets (solid lines)", ha="center", fontsize=8, color="dimgrey")
     fig.tight_layout()
     return fig
