@@ -28,13 +28,35 @@ def parse_stages(text: str | None) -> list[str]:
     return [s for s in STAGES if s in stages]  # always in pipeline order
 
 
+def collapse_carriage_returns(text: str) -> str:
+    """What a terminal shows of a stream: each line's text after its last carriage return.
+
+    A progress bar redraws its line with '\r' hundreds of times; a browser would print every redraw.
+    """
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
 def render_html(notebook: Path) -> Path:
     """The executed notebook as HTML with code cells hidden (outputs and markdown only)."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        merged = []  # consecutive writes to one stream are one text, as a terminal shows them
+        for output in cell.get("outputs", []):
+            if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                    and merged[-1]["name"] == output["name"]):
+                merged[-1]["text"] += output["text"]
+            else:
+                merged.append(output)
+        for output in merged:
+            if output.get("output_type") == "stream":
+                output["text"] = collapse_carriage_returns(output["text"])
+        if "outputs" in cell:
+            cell["outputs"] = merged
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    body, _ = exporter.from_notebook_node(nb)
     out = notebook.with_suffix(".html")
     out.write_text(body, encoding="utf-8")
     return out

@@ -51,3 +51,20 @@ def test_terminal_line_reads_the_store(tmp_path):
         for job in shadows:
             job.run(store)
     assert line.bar.n == 4
+
+
+def test_report_html_shows_a_progress_bar_once(tmp_path):
+    """Papermill stores every redraw of a progress bar as its own stream output; the HTML shows the last."""
+    import nbformat
+
+    from ptqlib.runner import collapse_carriage_returns, render_html
+    assert collapse_carriage_returns("a: 0%\ra: 50%\ra: 100%\nnext\n") == "a: 100%\nnext\n"
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=f"\rjobs: {k}/3 redraw") for k in range(4)]
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stdout", text="table\n"))
+    nb.cells.append(cell)
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    html = render_html(path).read_text()
+    assert html.count("redraw") == 1 and "jobs: 3/3 redraw" in html and "table" in html
