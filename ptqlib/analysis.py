@@ -408,8 +408,16 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
     extra, extra_labels = ax.get_legend_handles_labels()
     ax.legend(handles=handles + extra, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(True, which="both", alpha=0.3)
+    if has_ref:
+        fig.text(0.01, -0.02, PAPER_VARIANT, fontsize=7, color="dimgrey", ha="left", va="top", wrap=True)
     fig.tight_layout()
     return fig
+
+
+# Which variant of the authors' protocol the published points are (the paper presets run both sides).
+PAPER_VARIANT = ("The paper's points (grey x) come from the authors' code: OBC is followed by BN re-tuning on the "
+                 "whole pool; with --auto_last_8bit every point below 2 bits has an 8-bit last layer (compare with "
+                 "the open markers); BRECQ is per-tensor unless --use_config, ptqlib's per-channel.")
 
 
 def roc_panels(df: pd.DataFrame, arrays: dict, attack: str = "online", threat_model: str = "fp_shadows"):

@@ -32,7 +32,9 @@ def test_paper_reference_is_shipped_for_cifar100_resnet18_only():
 
 def test_privacy_utility_plot_draws_the_reference_points():
     ref = analysis.paper_reference("cifar100", "resnet18")
-    ax = analysis.privacy_utility_plot(summary_rows(), "online", reference=ref).axes[0]
+    fig = analysis.privacy_utility_plot(summary_rows(), "online", reference=ref)
+    ax = fig.axes[0]
+    assert any("auto_last_8bit" in t.get_text() for t in fig.texts)  # names the variant it compares with
     labels = ax.get_legend_handles_labels()[1]
     assert "the paper's Fig. 1" in labels and "FP32" in labels
     notes = [t.get_text() for t in ax.texts]
