@@ -442,6 +442,10 @@ class ComparisonAttackJob(StudyJob):
 
 def describe(job: StudyJob) -> str:
     """A short human name for progress lines and error reports."""
+    if job.kind in ("train_dp", "control", "prune"):  # controls and defences name their setting
+        return f"{job.kind} {job.role if job.kind == 'train_dp' else job.source.role} {job.index if job.kind == 'train_dp' else job.source.index} {job.label}"
+    if isinstance(job, ComparisonAttackJob):
+        return f"attack {job.label} ({job.threat_model})"
     if isinstance(job, TrainJob):
         return f"train {job.role} {job.index}"
     if isinstance(job, QuantizeJob):
