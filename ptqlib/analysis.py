@@ -1,6 +1,7 @@
 """Tables and figures of the study, each recomputable from the stored attack results."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -452,6 +453,7 @@ def roc_panels(df: pd.DataFrame, arrays: dict, attack: str = "online", threat_mo
 
 # ---------------------------------------------------------------- beyond the paper
 
+ACT_LABEL = r" a\d+$"  # the suffix of a recipe with quantized activations, e.g. "rtn 4b a8"
 FRONTIER_METRIC = "tpr@0.01"  # pooled TPR at 1% FPR: resolved by the digits study's pooled non-members
 FAMILY_NAMES = {"noise": "weight noise", "epochs": "fewer epochs", "dp": "DP-SGD", "prune": "pruning"}
 
@@ -472,7 +474,7 @@ def controls_table(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, be
     from .controls import match_controls
 
     quantized = leakage_table(results, arrays, attack, "fp_shadows", n_boot)
-    quantized = quantized[(quantized["method"] != "fp32") & ~quantized["label"].str.contains(" a")]
+    quantized = quantized[(quantized["method"] != "fp32") & ~quantized["label"].str.contains(ACT_LABEL)]
     controls = _leakage_rows(beyond[beyond["method"].isin(["noise", "epochs"])], beyond_arrays, attack,
                              "fp_shadows", n_boot)
     if controls.empty:
@@ -504,7 +506,7 @@ def controls_plot(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, bey
     for _, r in quantized.iterrows():
         if r["method"] == "fp32":
             ax.scatter(100 * r["test_acc"], 100 * r[m], marker="*", s=160, color="black", zorder=3, label="FP32")
-        elif " a" not in r["label"]:
+        elif not re.search(ACT_LABEL, r["label"]):
             ax.scatter(100 * r["test_acc"], 100 * r[m], color=colours[r["method"]], s=40, zorder=3)
             ax.annotate(r["label"], (100 * r["test_acc"], 100 * r[m]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")

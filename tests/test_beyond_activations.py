@@ -57,6 +57,10 @@ def test_minmax_covers_the_calibration_activations_and_mse_is_never_worse():
     err = {m: float((fake_quantize(heavy, *calibrate_range(heavy, 16, m), 16) - heavy).square().sum())
            for m in ("minmax", "mse")}
     assert err["mse"] < 0.5 * err["minmax"]
+    # percentile: 0.01% of 20000 = 2 values at each end lie outside the range
+    one_each = torch.cat([torch.rand(19998, generator=gen) * 2 - 1, torch.tensor([5.0, -5.0])])
+    lo, hi = calibrate_range(one_each, 16, "percentile")
+    assert -1.0 <= lo < -0.99 and 0.99 < hi <= 1.0
 
 
 def test_quantize_activations_hooks_every_layer(trained):
