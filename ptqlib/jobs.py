@@ -281,6 +281,10 @@ class QuantizeJob(StudyJob):
         plan = layer_bits_plan(names, self.bits, self.last_layer_bits, None, dict(self.layer_bits))
         calib = self.calibration_set(data, members) if self.calib_samples else None
         qmodel, qweights = quantize_model(model, self.method, plan, calib, **dict(self.options))
+        if getattr(self.source, "sparsity", None):  # a pruned source: its zeros stay zero (OBC may revive them)
+            from .controls import keep_pruned_zeros
+
+            keep_pruned_zeros(model, qmodel, qweights)
         if self.bn_retune is not None:
             from .ptq.bn import retune_batchnorm
 

@@ -102,17 +102,23 @@ def test_pruning_reaches_the_requested_sparsity_exactly(sparsity):
     assert not any("weight_orig" in k or "mask" in k for k in model.state_dict())  # made permanent
 
 
-def test_pruned_weights_stay_zero_after_quantization(trained):
+@pytest.mark.parametrize("method", ["rtn", "obc"])
+def test_pruned_weights_stay_zero_after_quantization(trained, method):
     cfg, store, p = trained
     pruned = PruneJob(source=p.targets[0], sparsity=0.6)
     pruned.run(store)
     assert store.meta(pruned)["sparsity"] == pytest.approx(0.6, abs=1e-4)
     zero_before = {n: m.weight == 0 for n, m in quantizable_layers(pruned.load(store))}
     for bits in (4, 2, 1.58):
-        q = dataclasses.replace(quantize_job(cfg, p.targets[0], {"method": "rtn", "bits": bits,
+        q = dataclasses.replace(quantize_job(cfg, p.targets[0], {"method": method, "bits": bits,
                                                                  "last_layer_bits": None}), source=pruned)
         q.run(store)
         after = dict(quantizable_layers(q.load(store)))
         for name, zero in zero_before.items():
             assert (after[name].weight[zero] == 0).all(), (bits, name)
         assert q.keep(store).sum() > 0 and store.meta(q)["source"]["index"] == 0
+        grid = torch.load(store.path(q) / "grid.pt", weights_only=True)  # the stored codes agree
+        for name, zero in zero_before.items():
+            g = grid[name]
+            assert torch.equal(g["codes"].float()[zero.flatten(1)],
+                               g["zero"].expand_as(g["codes"]).float()[zero.flatten(1)]), (bits, name)
