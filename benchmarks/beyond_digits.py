@@ -11,7 +11,6 @@ when it exists (the default study's models are reused), else to the worktree's o
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 import warnings
 from pathlib import Path

@@ -447,7 +447,8 @@ class ComparisonAttackJob(StudyJob):
 def describe(job: StudyJob) -> str:
     """A short human name for progress lines and error reports."""
     if job.kind in ("train_dp", "control", "prune"):  # controls and defences name their setting
-        return f"{job.kind} {job.role if job.kind == 'train_dp' else job.source.role} {job.index if job.kind == 'train_dp' else job.source.index} {job.label}"
+        model = job if job.kind == "train_dp" else job.source
+        return f"{job.kind} {model.role} {model.index} {job.label}"
     if isinstance(job, ComparisonAttackJob):
         return f"attack {job.label} ({job.threat_model})"
     if isinstance(job, TrainJob):

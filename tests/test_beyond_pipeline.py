@@ -1,6 +1,5 @@
 """The beyond-the-paper groups end to end on a tiny study: a group attack reproduces the main attack
 on the same models, and every report table is built from the stored arrays."""
-import dataclasses
 import warnings
 
 import numpy as np
