@@ -610,9 +610,10 @@ def per_example_plot(view: pd.DataFrame, labels: list[str] | None = None):
         ax.scatter(g["gap_z"][~hit], g["score"][~hit], s=12, facecolors="white", edgecolors="tab:red",
                    label="no longer detected")
         ax.set_title(label, fontsize=9)
+        ax.set_yscale("symlog")  # LiRA log-likelihood ratios span orders of magnitude, both signs
         ax.set_xlabel("atypicality (IN-OUT gap, z)")
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("LiRA score (online)")
+    axes[0][0].set_ylabel("LiRA score (online, symlog)")
     axes[0][0].legend(fontsize=6)
     fig.suptitle("FP32's most vulnerable members under each recipe", fontsize=10)
     fig.tight_layout()
