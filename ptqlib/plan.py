@@ -137,10 +137,11 @@ def beyond_plan(cfg: StudyConfig, targets: tuple, shadows: tuple, q_targets: tup
     from .controls import ControlJob, PruneJob
 
     trains, models, queries, attacks = [], [], {}, []
+    planned = {q.key for q in fp_shadow_queries}  # the attack stage queries the FP shadows
 
     def group(label, method, setting, threat_model, target_models, shadow_queries):
         target_queries = tuple(query_job(cfg, m) for m in target_models)
-        queries.update((q.key, q) for q in (*target_queries, *shadow_queries) if q not in fp_shadow_queries)
+        queries.update((q.key, q) for q in (*target_queries, *shadow_queries) if q.key not in planned)
         attacks.append(ComparisonAttackJob(label=label, method=method, setting=float(setting),
                                            threat_model=threat_model, targets=target_queries,
                                            shadows=tuple(shadow_queries), attacks=tuple(cfg.attacks)))
