@@ -1,6 +1,7 @@
 """Tables and figures of the study, each recomputable from the stored attack results."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -456,5 +457,174 @@ def roc_panels(df: pd.DataFrame, arrays: dict, attack: str = "online", threat_mo
         ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("true positive rate")
     fig.suptitle(f"ROC, {ATTACK_LABELS.get(attack, attack)}, pooled over targets ({n} non-members)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- beyond the paper
+
+ACT_LABEL = r" a\d+$"  # the suffix of a recipe with quantized activations, e.g. "rtn 4b a8"
+FRONTIER_METRIC = "tpr@0.01"  # pooled TPR at 1% FPR: resolved by the digits study's pooled non-members
+FAMILY_NAMES = {"noise": "weight noise", "epochs": "fewer epochs", "dp": "DP-SGD", "prune": "pruning"}
+
+
+def _leakage_rows(df: pd.DataFrame, arrays: dict, attack: str, threat_model: str, n_boot: int) -> pd.DataFrame:
+    rows = df[(df["attack"] == attack) & (df["threat_model"] == threat_model)]
+    return pd.DataFrame() if rows.empty else leakage_table(df, arrays, attack, threat_model, n_boot)
+
+
+def controls_table(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, beyond_arrays: dict,
+                   attack: str = "online", n_boot: int = POOLED_BOOTSTRAP) -> pd.DataFrame:
+    """Each weight-only quantized recipe beside its accuracy-matched controls (all against FP shadows).
+
+    One row per (recipe, control kind): test accuracy (mean over targets) and pooled TPR@1%FPR
+    with its 95% interval, for the recipe and for the control of that kind whose mean accuracy
+    is closest (`controls.match_controls`); `leak_gap` = recipe - control.
+    """
+    from .controls import match_controls
+
+    quantized = leakage_table(results, arrays, attack, "fp_shadows", n_boot)
+    quantized = quantized[(quantized["method"] != "fp32") & ~quantized["label"].str.contains(ACT_LABEL)]
+    controls = _leakage_rows(beyond[beyond["method"].isin(["noise", "epochs"])], beyond_arrays, attack,
+                             "fp_shadows", n_boot)
+    if controls.empty:
+        raise ValueError("no control results: turn on control_noise or control_epochs and run the analysis stage")
+    matched = match_controls(quantized, controls)
+    m = FRONTIER_METRIC
+    leak = {r["label"]: r for _, r in pd.concat([quantized, controls]).iterrows()}
+    for side, col in (("recipe", "recipe"), ("control", "control")):
+        matched[f"{side}_{m}"] = [leak[name][m] for name in matched[col]]
+        for end in ("ci_low", "ci_high"):
+            matched[f"{side}_{m}_{end}"] = [leak[name].get(f"{m}_{end}", np.nan) for name in matched[col]]
+    matched["leak_gap"] = matched[f"recipe_{m}"] - matched[f"control_{m}"]
+    return matched
+
+
+def controls_plot(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, beyond_arrays: dict,
+                  attack: str = "online"):
+    """Leakage (pooled TPR@1%FPR) against test accuracy: quantized recipes (colour = method) and the
+    controls (open markers); a thin line joins each recipe to its accuracy-matched controls."""
+    import matplotlib.pyplot as plt
+
+    m = FRONTIER_METRIC
+    table = controls_table(results, arrays, beyond, beyond_arrays, attack)
+    quantized = leakage_table(results, arrays, attack, "fp_shadows", 0)
+    controls = leakage_table(beyond[beyond["method"].isin(["noise", "epochs"])], beyond_arrays, attack,
+                             "fp_shadows", 0)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    colours = _method_colours(quantized.loc[quantized["method"] != "fp32", "method"])
+    for _, r in quantized.iterrows():
+        if r["method"] == "fp32":
+            ax.scatter(100 * r["test_acc"], 100 * r[m], marker="*", s=160, color="black", zorder=3, label="FP32")
+        elif not re.search(ACT_LABEL, r["label"]):
+            ax.scatter(100 * r["test_acc"], 100 * r[m], color=colours[r["method"]], s=40, zorder=3)
+            ax.annotate(r["label"], (100 * r["test_acc"], 100 * r[m]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    for family, marker in (("noise", "o"), ("epochs", "^")):
+        rows = controls[controls["method"] == family]
+        ax.scatter(100 * rows["test_acc"], 100 * rows[m], marker=marker, facecolors="white", edgecolors="dimgrey",
+                   s=40, zorder=2, label=f"control: {FAMILY_NAMES[family]}")
+    by_label = {r["label"]: r for _, r in pd.concat([quantized, controls]).iterrows()}
+    for _, r in table.iterrows():
+        a, b = by_label[r["recipe"]], by_label[r["control"]]
+        ax.plot([100 * a["test_acc"], 100 * b["test_acc"]], [100 * a[m], 100 * b[m]], color="grey", lw=0.6, zorder=1)
+    for method, colour in colours.items():
+        ax.scatter([], [], color=colour, label=METHOD_NAMES.get(method, method))
+    ax.set_xlabel("test accuracy (%), mean over targets")
+    ax.set_ylabel("TPR at 1% FPR (%), pooled over targets")
+    ax.set_title(f"Quantization vs accuracy-matched controls ({ATTACK_LABELS.get(attack, attack)}, FP shadows)",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def activation_table(results: pd.DataFrame, arrays: dict, attack: str = "online",
+                     n_boot: int = POOLED_BOOTSTRAP) -> pd.DataFrame:
+    """Weight x activation bit-widths: one row per recipe, with its weight label and act_bits
+    (None = FP activations), test accuracy and pooled leakage (FP shadows)."""
+    table = leakage_table(results, arrays, attack, "fp_shadows", n_boot)
+    parts = table["label"].str.extract(r"^(?P<weights>.*?)(?: a(?P<act_bits>\d+))?$")
+    table = table.assign(weights=parts["weights"], act_bits=pd.to_numeric(parts["act_bits"]))
+    cols = ["weights", "act_bits", "test_acc", "test_acc_std", "tpr@0.001", "tpr@0.01", "tpr@0.01_ci_low",
+            "tpr@0.01_ci_high", "auc", "targets"]
+    return table[[c for c in cols if c in table.columns]]
+
+
+def frontier_table(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, beyond_arrays: dict,
+                   attack: str = "online", n_boot: int = POOLED_BOOTSTRAP) -> pd.DataFrame:
+    """PTQ recipes (FP shadows, as the paper), DP-SGD and pruning (each against shadows trained or
+    pruned the same way, and against FP shadows): accuracy, pooled leakage, epsilon for DP-SGD."""
+    parts = [leakage_table(results, arrays, attack, "fp_shadows", n_boot).assign(family="ptq")]
+    defences = beyond[beyond["method"].isin(["dp", "prune"])]
+    for threat_model in ("matched_shadows", "fp_shadows"):
+        rows = _leakage_rows(defences, beyond_arrays, attack, threat_model, n_boot)
+        if not rows.empty:
+            parts.append(rows.assign(family=rows["method"]))
+    table = pd.concat(parts, ignore_index=True)
+    if "epsilon" in defences:
+        eps = defences.groupby("label")["epsilon"].mean()
+        table["epsilon"] = table["label"].map(eps)
+    return table
+
+
+def frontier_plot(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, beyond_arrays: dict,
+                  attack: str = "online"):
+    """Leakage (pooled TPR@1%FPR) vs test accuracy: PTQ recipes, DP-SGD (epsilon beside each point)
+    and pruning, each defence against its own kind of shadows; FP32 as a star."""
+    import matplotlib.pyplot as plt
+
+    m = FRONTIER_METRIC
+    table = frontier_table(results, arrays, beyond, beyond_arrays, attack, n_boot=0)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    ptq = table[table["family"] == "ptq"]
+    fp = ptq[ptq["method"] == "fp32"]
+    ax.scatter(100 * fp["test_acc"], 100 * fp[m], marker="*", s=160, color="black", label="FP32", zorder=3)
+    q = ptq[ptq["method"] != "fp32"]
+    ax.scatter(100 * q["test_acc"], 100 * q[m], color="tab:blue", s=30, label="PTQ recipes (FP shadows)")
+    styles = {"dp": ("s", "tab:red"), "prune": ("D", "tab:green")}
+    for family, (marker, colour) in styles.items():
+        rows = table[(table["family"] == family) & (table["threat_model"] == "matched_shadows")]
+        if rows.empty:
+            continue
+        rows = rows.sort_values("test_acc")
+        ax.plot(100 * rows["test_acc"], 100 * rows[m], marker=marker, color=colour, lw=1,
+                label=f"{FAMILY_NAMES[family]} (same-defence shadows)")
+        for _, r in rows.iterrows():
+            note = f"ε={r['epsilon']:.1f}" if family == "dp" and pd.notna(r.get("epsilon")) else r["label"]
+            ax.annotate(note, (100 * r["test_acc"], 100 * r[m]), fontsize=6, xytext=(3, -8), textcoords="offset points")
+    ax.axhline(100 * 0.01, color="grey", ls=":", lw=1, label="chance (TPR = FPR)")
+    ax.set_xlabel("test accuracy (%), mean over targets")
+    ax.set_ylabel("TPR at 1% FPR (%), pooled over targets")
+    ax.set_title(f"Privacy-utility frontier: PTQ vs DP-SGD vs pruning ({ATTACK_LABELS.get(attack, attack)})",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def per_example_plot(view: pd.DataFrame, labels: list[str] | None = None):
+    """FP32's most vulnerable members: atypicality (x) against their LiRA score under each recipe (y),
+    one panel per recipe; filled = still detected at the same FPR, grey dots = the FP32 score."""
+    import matplotlib.pyplot as plt
+
+    labels = labels or [label for label in dict.fromkeys(view["label"]) if label != "fp32"][:6]
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.2 * len(labels), 3.4), sharey=True, squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        g = view[view["label"] == label]
+        ax.scatter(g["gap_z"], g["fp32_score"], s=8, color="lightgrey", label="FP32")
+        hit = g["detected"].to_numpy(dtype=bool)
+        ax.scatter(g["gap_z"][hit], g["score"][hit], s=12, color="tab:red", label="still detected")
+        ax.scatter(g["gap_z"][~hit], g["score"][~hit], s=12, facecolors="white", edgecolors="tab:red",
+                   label="no longer detected")
+        ax.set_title(label, fontsize=9)
+        ax.set_yscale("symlog")  # LiRA log-likelihood ratios span orders of magnitude, both signs
+        ax.set_xlabel("atypicality (IN-OUT gap, z)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("LiRA score (online, symlog)")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("FP32's most vulnerable members under each recipe", fontsize=10)
     fig.tight_layout()
     return fig

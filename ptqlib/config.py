@@ -49,6 +49,7 @@ def key(default, doc: str, *, choices: tuple | None = None, each: tuple | None =
 ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global",
            "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
 METHODS = ("rtn", "adaround", "brecq", "obc", "gptq")
+ACT_BITS = (None, 2, 3, 4, 5, 6, 7, 8)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,19 @@ class StudyConfig:
     threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out",
                                each=("fp_shadows", "matched_shadows", "leave_one_out"))
     bootstrap: int = key(1000, "bootstrap resamples for the 95% intervals over targets", at_least=0)
+    # ---- beyond the paper (each off by default; run by the analysis stage)
+    act_bits: tuple = key((None,), "activation bit-widths combined with every weight recipe (null = FP "
+                          "activations; e.g. [null, 8, 4])", each=ACT_BITS)
+    act_range: str = key("minmax", "activation range calibration: minmax | mse (best shrink) | percentile "
+                         "(0.01%/99.99%)", choices=("minmax", "mse", "percentile"))
+    control_noise: bool = key(False, "weight-noise controls: each quantized target + Gaussian noise of the "
+                              "recipe's relative weight error, per layer")
+    control_epochs: tuple = key((), "fewer-epochs controls: targets trained for these epochs (e.g. [2, 5, 10])")
+    dp_noise: tuple = key((), "DP-SGD (Opacus) noise multipliers; each trains targets and DP shadows (e.g. [0.5, 1, 2])")
+    dp_clip: float = key(1.0, "DP-SGD per-example gradient clipping norm", above=0)
+    dp_epochs: int = key(0, "DP-SGD training epochs (0 = epochs)", at_least=0)
+    dp_shadows: int = key(0, "DP shadows per noise level (0 = num_shadows); even, >= 4", at_least=0)
+    prune_sparsity: tuple = key((), "global magnitude pruning sparsities of targets and shadows (e.g. [0.5, 0.9])")
     # ---- compute (never part of a job's key)
     device: str = key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     threads: int = key(1, "torch threads in the main process (0 = torch's default)", at_least=0)
@@ -301,6 +315,24 @@ def _check_combinations(v: dict) -> None:
         _fail("arch", f"'digits_cnn' only fits dataset 'digits'; use one of "
                       f"{[a for a in RULES['arch']['choices'] if a != 'digits_cnn']}")
     _check_calibration(v)
+    _check_beyond(v)
+
+
+def _check_beyond(v: dict) -> None:
+    """Number lists the `key` rules cannot express (the beyond-the-paper keys)."""
+    for item in v["control_epochs"]:
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            _fail("control_epochs", f"{item!r} is not a number of epochs; use integers >= 1")
+    for item in v["dp_noise"]:
+        if not _is_number(item) or item <= 0:
+            _fail("dp_noise", f"{item!r} is not a noise multiplier; use numbers > 0")
+    for item in v["prune_sparsity"]:
+        if not _is_number(item) or not 0 < item < 1:
+            _fail("prune_sparsity", f"{item!r} is not a sparsity; use numbers in (0, 1)")
+    if v["dp_shadows"] and (v["dp_shadows"] % 2 or v["dp_shadows"] < 4):
+        _fail("dp_shadows", f"{v['dp_shadows']} is invalid; use 0 (= num_shadows) or an even number >= 4")
+    if any(isinstance(b, bool) for b in v["act_bits"]):
+        _fail("act_bits", f"{list(v['act_bits'])} holds a boolean; use null or bit-widths {list(ACT_BITS[1:])}")
 
 
 # training pool and test split sizes of the datasets whose sizes are known before loading them

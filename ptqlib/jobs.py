@@ -230,20 +230,26 @@ class QuantizeJob(StudyJob):
     calib_source: str = "members"  # members | holdout
     calib_rounds: int = 1  # rounds of fresh augmentation over the same images
     bn_retune: BNRetune | None = None
+    act_bits: int | None = None  # activations entering every quantized layer: None = floating point
+    act_range: str = ""  # act_bits only: minmax | mse | percentile (see ptq.activations)
 
     @property
     def params(self) -> dict:
         p = super().params
         p["bn_retune"] = None if self.bn_retune is None else dataclasses.asdict(self.bn_retune)
+        if self.act_bits is None:  # weight-only recipes keep the keys they had before activations existed
+            del p["act_bits"], p["act_range"]
         return p
 
     @property
     def label(self) -> str:
-        return recipe_label(self.method, self.bits, self.last_layer_bits)
+        label = recipe_label(self.method, self.bits, self.last_layer_bits)
+        return label if self.act_bits is None else f"{label} a{self.act_bits}"
 
     @property
     def recipe(self) -> dict:
-        return {"method": self.method, "bits": self.bits, "last_layer_bits": self.last_layer_bits}
+        recipe = {"method": self.method, "bits": self.bits, "last_layer_bits": self.last_layer_bits}
+        return recipe if self.act_bits is None else {**recipe, "act_bits": self.act_bits}
 
     def calibration_set(self, data: ImageData, members: np.ndarray) -> torch.Tensor | list[torch.Tensor]:
         """`calib_samples` normalised images with the training augmentation (uint8 first, as in training).
@@ -276,12 +282,22 @@ class QuantizeJob(StudyJob):
         plan = layer_bits_plan(names, self.bits, self.last_layer_bits, None, dict(self.layer_bits))
         calib = self.calibration_set(data, members) if self.calib_samples else None
         qmodel, qweights = quantize_model(model, self.method, plan, calib, **dict(self.options))
+        if getattr(self.source, "sparsity", None):  # a pruned source: its zeros stay zero (OBC may revive them)
+            from .controls import keep_pruned_zeros
+
+            keep_pruned_zeros(model, qmodel, qweights)
         if self.bn_retune is not None:
             from .ptq.bn import retune_batchnorm
 
             with torch.no_grad():
                 retune_batchnorm(qmodel, self.retune_batches(data, members), momentum=self.bn_retune.momentum)
         _save_model(qmodel, out)
+        if self.act_bits is not None:  # after BN re-tuning: the ranges see the final weights and statistics
+            from .ptq.activations import quantize_activations
+
+            act_calib = calib[0] if isinstance(calib, list) else calib
+            act_ranges = quantize_activations(qmodel, self.act_bits, act_calib, self.act_range)
+            torch.save({"bits": self.act_bits, "ranges": act_ranges}, out / "act_ranges.pt")
         torch.save({n: {"codes": q.codes.to(torch.uint8 if q.grid.levels <= 256 else torch.int32),
                         "scale": q.grid.scale, "zero": q.grid.zero, "levels": q.grid.levels}
                     for n, q in qweights.items()}, out / "grid.pt")
@@ -296,11 +312,18 @@ class QuantizeJob(StudyJob):
                       f"stats {stats[n]}", file=log)
         return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
                 "label": self.label, "algorithm": algorithm, "method_stats": stats,
-                "bn_retuned": self.bn_retune is not None,
+                "bn_retuned": self.bn_retune is not None, "act_bits": self.act_bits,
                 "source": {"role": self.source.role, "index": self.source.index}}
 
     def load(self, store: Store) -> torch.nn.Module:
-        return _load_model(self.source.arch, load_data(self.source.data, store), store.require(self, "model"))
+        path = store.require(self, "model")
+        model = _load_model(self.source.arch, load_data(self.source.data, store), path)
+        if self.act_bits is not None:
+            from .ptq.activations import attach_activation_quantizers
+
+            saved = torch.load(path / "act_ranges.pt", weights_only=True)
+            attach_activation_quantizers(model, saved["ranges"], saved["bits"])
+        return model
 
     def keep(self, store: Store) -> np.ndarray:
         return self.source.keep(store)
@@ -319,7 +342,8 @@ class QueryJob(StudyJob):
 
     @property
     def train_job(self) -> TrainJob:
-        return self.model if isinstance(self.model, TrainJob) else self.model.source
+        """The trained model behind the queried one (a derived model names it as its `source`)."""
+        return getattr(self.model, "source", self.model)
 
     @property
     def label(self) -> str:
@@ -377,8 +401,57 @@ class AttackJob(StudyJob):
         return {"rows": len(rows)}
 
 
+@dataclass(frozen=True)
+class ComparisonAttackJob(StudyJob):
+    """One group of targets (a control or a defence at one setting) attacked by one shadow pool.
+
+    The group's label, method and setting are given (a fewer-epochs control is a TrainJob whose
+    own label would read "fp32"); rows and arrays are laid out as the main attack job's.
+    """
+    kind: ClassVar[str] = "attack_group"
+    label: str
+    method: str  # noise | epochs | dp | prune
+    setting: float  # the method's knob: relative weight error, epochs, noise multiplier, sparsity
+    threat_model: str  # fp_shadows | matched_shadows (shadows trained or degraded the same way)
+    targets: tuple[QueryJob, ...]
+    shadows: tuple[QueryJob, ...]
+    attacks: tuple[str, ...]
+
+    def compute(self, store: Store, out: Path) -> dict:
+        import pandas as pd
+
+        from . import metrics, threat
+        from .attack import shadow_pool
+
+        data = load_data(self.targets[0].train_job.data, store)
+        labels, test_labels = data.y_train.numpy(), data.y_test.numpy()
+        population = test_labels if "rmia" in self.attacks else None
+        pool = shadow_pool(store, list(self.shadows), labels, population)
+        rows, scores, members = [], [], []
+        for query in self.targets:
+            meta = store.meta(query.model)
+            keep = query.train_job.keep(store)
+            t_test = None if population is None else query.scores(store, test_labels, "test")
+            for attack, score in threat.attack_target(pool, query.scores(store, labels), self.attacks, t_test).items():
+                rows.append({"threat_model": self.threat_model, "target": query.train_job.index, "label": self.label,
+                             "method": self.method, "bits": 32, "last_layer_bits": None, "setting": self.setting,
+                             "attack": attack, "test_acc": meta["test_acc"], "epsilon": meta.get("epsilon"),
+                             **metrics.attack_metrics(score, keep)})
+                scores.append(score)
+                members.append(keep)
+        pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+        np.save(out / "scores.npy", np.stack(scores))
+        np.save(out / "members.npy", np.stack(members))
+        return {"rows": len(rows)}
+
+
 def describe(job: StudyJob) -> str:
     """A short human name for progress lines and error reports."""
+    if job.kind in ("train_dp", "control", "prune"):  # controls and defences name their setting
+        model = job if job.kind == "train_dp" else job.source
+        return f"{job.kind} {model.role} {model.index} {job.label}"
+    if isinstance(job, ComparisonAttackJob):
+        return f"attack {job.label} ({job.threat_model})"
     if isinstance(job, TrainJob):
         return f"train {job.role} {job.index}"
     if isinstance(job, QuantizeJob):

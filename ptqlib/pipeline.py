@@ -133,3 +133,46 @@ def run_all(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
     run_train_shadows(cfg, store)
     run_quantize(cfg, store)
     return run_attacks(cfg, store)[0]
+
+
+# ---------------------------------------------------------------- beyond the paper
+
+def beyond_enabled(cfg: StudyConfig) -> bool:
+    """Whether the preset turned on any control or defence (activation bits run in the main stages)."""
+    return bool(cfg.control_noise or cfg.control_epochs or cfg.dp_noise or cfg.prune_sparsity)
+
+
+def run_beyond(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
+    """Controls and defences: train, degrade, query and attack each group (see `plan.beyond_plan`).
+
+    Needs the trained targets and shadows, the quantized targets and the FP shadows' queries.
+    Returns the groups' metrics and arrays, as `load_beyond_results`.
+    """
+    b = plan(cfg).beyond
+    for jobs, desc in ((b.trains, "train controls and DP models"), (b.models, "noise and prune models"),
+                       (b.queries, "query controls and defences"), (b.attacks, "attack controls and defences")):
+        run_stage_jobs(cfg, store, list(jobs), desc)
+    return load_beyond_results(cfg, store)
+
+
+def load_beyond_results(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, dict]:
+    """Every control and defence group's per-target metrics (one table) and their score arrays."""
+    tables, scores, members = [], [], []
+    for job in plan(cfg).beyond.attacks:
+        path = store.require(job, f"attack of {job.label}", "analysis")
+        tables.append(pd.read_csv(path / "metrics.csv", keep_default_na=False, na_values=[""]))
+        scores.append(np.load(path / "scores.npy"))
+        members.append(np.load(path / "members.npy"))
+    if not tables:
+        return pd.DataFrame(), {"scores": np.zeros((0, 0)), "members": np.zeros((0, 0), dtype=bool)}
+    return (pd.concat(tables, ignore_index=True),
+            {"scores": np.concatenate(scores), "members": np.concatenate(members)})
+
+
+def fp_shadow_pool(cfg: StudyConfig, store: Store):
+    """The FP shadows' stored scores and membership (for the per-example view)."""
+    from .attack import shadow_pool
+    from .plan import query_job
+
+    labels = dataset(cfg, store).y_train.numpy()
+    return shadow_pool(store, [query_job(cfg, s) for s in plan(cfg).shadows], labels, None)

@@ -6,11 +6,12 @@ job does not use give that job the same key.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .config import StudyConfig
 from .executor import ExecutorOptions
-from .jobs import AttackJob, BNRetune, DataSpec, QuantizeJob, QueryJob, TrainJob
+from .jobs import AttackJob, BNRetune, ComparisonAttackJob, DataSpec, QuantizeJob, QueryJob, TrainJob
 
 # The config keys each PTQ method reads, under the option names `ptq.quantize_model` takes.
 METHOD_KEYS = {
@@ -23,6 +24,19 @@ METHOD_KEYS = {
 
 
 @dataclass(frozen=True)
+class BeyondPlan:
+    """The beyond-the-paper jobs (controls, DP-SGD, pruning), in the order they must run."""
+    trains: tuple = ()  # fewer-epochs targets, DP-SGD targets and shadows
+    models: tuple = ()  # weight-noise controls, pruned targets and shadows
+    queries: tuple = ()
+    attacks: tuple[ComparisonAttackJob, ...] = ()
+
+    @property
+    def jobs(self) -> list:
+        return [*self.trains, *self.models, *self.queries, *self.attacks]
+
+
+@dataclass(frozen=True)
 class StudyPlan:
     """Every job of a preset, by role; `stages` groups them by the stage that runs them."""
     targets: tuple[TrainJob, ...]
@@ -31,12 +45,13 @@ class StudyPlan:
     quantized_shadows: tuple[QuantizeJob, ...]  # only for the adaptive threat models
     queries: tuple[QueryJob, ...]  # shadows first, then targets
     attack: AttackJob
+    beyond: BeyondPlan = BeyondPlan()  # run by the analysis stage
 
     @property
     def stages(self) -> dict[str, list]:
         return {"train": list(self.targets), "shadows": list(self.shadows),
                 "quantize": list(self.quantized_targets + self.quantized_shadows),
-                "attack": [*self.queries, self.attack], "analysis": []}
+                "attack": [*self.queries, self.attack], "analysis": self.beyond.jobs}
 
 
 def data_spec(cfg: StudyConfig) -> DataSpec:
@@ -54,10 +69,12 @@ def train_job(cfg: StudyConfig, role: str, index: int) -> TrainJob:
                     device=cfg.device)
 
 
-def quantize_job(cfg: StudyConfig, source: TrainJob, recipe: dict) -> QuantizeJob:
+def quantize_job(cfg: StudyConfig, source: TrainJob, recipe: dict, act_bits: int | None = None) -> QuantizeJob:
     method = recipe["method"]
     is_obc = method in ("obc", "gptq")
     calib = 0 if method == "rtn" else (cfg.obc_calib_samples or cfg.calib_samples) if is_obc else cfg.calib_samples
+    if act_bits is not None and not calib:  # activation ranges need calibration images, even after RTN
+        calib = cfg.calib_samples
     retune = None
     if method in cfg.bn_retune:
         retune = BNRetune(source=cfg.bn_retune_source, samples=cfg.bn_retune_samples, steps=cfg.bn_retune_steps,
@@ -66,7 +83,9 @@ def quantize_job(cfg: StudyConfig, source: TrainJob, recipe: dict) -> QuantizeJo
     return QuantizeJob(source=source, **recipe, layer_bits=tuple(sorted(cfg.layer_bits.items())),
                        options=tuple((k, getattr(cfg, k)) for k in METHOD_KEYS[method]),
                        calib_samples=calib, calib_source=cfg.calib_source if calib else "members",
-                       calib_rounds=cfg.obc_calib_rounds if is_obc else 1, bn_retune=retune)
+                       calib_rounds=cfg.obc_calib_rounds if is_obc else 1, bn_retune=retune,
+                       act_bits=None if act_bits is None else int(act_bits),
+                       act_range=cfg.act_range if act_bits is not None else "")
 
 
 def query_job(cfg: StudyConfig, model) -> QueryJob:
@@ -84,8 +103,8 @@ def plan(cfg: StudyConfig) -> StudyPlan:
     targets = tuple(train_job(cfg, "target", i) for i in range(cfg.num_targets))
     shadows = tuple(train_job(cfg, "shadow", i) for i in range(cfg.num_shadows))
     recipes = cfg.recipes()
-    q_targets = tuple(quantize_job(cfg, t, r) for t in targets for r in recipes)
-    q_shadows = tuple(quantize_job(cfg, s, r) for s in shadows for r in recipes) \
+    q_targets = tuple(quantize_job(cfg, t, r, a) for t in targets for r in recipes for a in cfg.act_bits)
+    q_shadows = tuple(quantize_job(cfg, s, r, a) for s in shadows for r in recipes for a in cfg.act_bits) \
         if needs_quantized_shadows(cfg) else ()
     shadow_models = shadows + q_shadows
     target_models = targets + q_targets
@@ -93,7 +112,65 @@ def plan(cfg: StudyConfig) -> StudyPlan:
     target_queries = tuple(query_job(cfg, m) for m in target_models)
     attack = AttackJob(targets=target_queries, shadows=shadow_queries, attacks=tuple(cfg.attacks),
                        threat_models=tuple(cfg.threat_models))
-    return StudyPlan(targets, shadows, q_targets, q_shadows, shadow_queries + target_queries, attack)
+    beyond = beyond_plan(cfg, targets, shadows, q_targets, shadow_queries[:len(shadows)])
+    return StudyPlan(targets, shadows, q_targets, q_shadows, shadow_queries + target_queries, attack, beyond)
+
+
+def dp_train_job(cfg: StudyConfig, base: TrainJob, noise: float):
+    """`base` trained with DP-SGD (its shadows balanced over dp_shadows models)."""
+    from .dpsgd import DPTrainJob
+
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
+    if base.role == "shadow" and base.masks == "argsort":
+        fields["num_models"] = cfg.dp_shadows or cfg.num_shadows
+    fields["epochs"] = cfg.dp_epochs or cfg.epochs
+    return DPTrainJob(**fields, noise_multiplier=float(noise), max_grad_norm=cfg.dp_clip)
+
+
+def beyond_plan(cfg: StudyConfig, targets: tuple, shadows: tuple, q_targets: tuple,
+                fp_shadow_queries: tuple) -> BeyondPlan:
+    """Controls (weight noise, fewer epochs) and defences (DP-SGD, pruning), each group attacked with LiRA.
+
+    Controls face the FP shadows. DP-SGD targets face DP shadows trained with the same noise
+    (matched_shadows) and the FP shadows; pruned targets face pruned shadows and the FP shadows.
+    """
+    from .controls import ControlJob, PruneJob
+
+    trains, models, queries, attacks = [], [], {}, []
+    planned = {q.key for q in fp_shadow_queries}  # the attack stage queries the FP shadows
+
+    def group(label, method, setting, threat_model, target_models, shadow_queries):
+        target_queries = tuple(query_job(cfg, m) for m in target_models)
+        queries.update((q.key, q) for q in (*target_queries, *shadow_queries) if q.key not in planned)
+        attacks.append(ComparisonAttackJob(label=label, method=method, setting=float(setting),
+                                           threat_model=threat_model, targets=target_queries,
+                                           shadows=tuple(shadow_queries), attacks=tuple(cfg.attacks)))
+
+    if cfg.control_noise:
+        for q_label in dict.fromkeys(q.label for q in q_targets if q.act_bits is None):
+            controls = tuple(ControlJob(source=q.source, matched=q) for q in q_targets if q.label == q_label)
+            models += controls
+            group(controls[0].label, "noise", 0, "fp_shadows", controls, fp_shadow_queries)
+    for epochs in cfg.control_epochs:
+        fewer = tuple(dataclasses.replace(t, epochs=epochs) for t in targets)
+        trains += fewer
+        group(f"{epochs} epochs", "epochs", epochs, "fp_shadows", fewer, fp_shadow_queries)
+    for noise in cfg.dp_noise:
+        dp_targets = tuple(dp_train_job(cfg, t, noise) for t in targets)
+        dp_shadows = tuple(dp_train_job(cfg, train_job(cfg, "shadow", i), noise)
+                           for i in range(cfg.dp_shadows or cfg.num_shadows))
+        trains += dp_targets + dp_shadows
+        group(dp_targets[0].label, "dp", noise, "matched_shadows", dp_targets,
+              tuple(query_job(cfg, s) for s in dp_shadows))
+        group(dp_targets[0].label, "dp", noise, "fp_shadows", dp_targets, fp_shadow_queries)
+    for sparsity in cfg.prune_sparsity:
+        pruned_targets = tuple(PruneJob(source=t, sparsity=float(sparsity)) for t in targets)
+        pruned_shadows = tuple(PruneJob(source=s, sparsity=float(sparsity)) for s in shadows)
+        models += pruned_targets + pruned_shadows
+        group(pruned_targets[0].label, "prune", sparsity, "matched_shadows", pruned_targets,
+              tuple(query_job(cfg, s) for s in pruned_shadows))
+        group(pruned_targets[0].label, "prune", sparsity, "fp_shadows", pruned_targets, fp_shadow_queries)
+    return BeyondPlan(tuple(trains), tuple(models), tuple(queries.values()), tuple(attacks))
 
 
 def executor_options(cfg: StudyConfig) -> ExecutorOptions:

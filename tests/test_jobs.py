@@ -27,12 +27,15 @@ CONTEXT = {
     "arch": {"dataset": "imagefolder", "arch": "resnet18"},
     "dataset": {"dataset": "cifar10", "arch": "resnet18"},
     "gpus_per_job": {"executor": "ray"}, "ray_address": {"executor": "ray"},
+    "act_range": {"act_bits": [None, 8]}, "dp_clip": {"dp_noise": [1.0]}, "dp_epochs": {"dp_noise": [1.0]},
+    "dp_shadows": {"dp_noise": [1.0]},
 }
 OTHER = {"bits": [4, 2], "last_layer_bits": [None], "layer_bits": {"conv1": 8}, "methods": ["rtn", "obc"],
          "attacks": ["online"], "threat_models": ["fp_shadows", "matched_shadows"], "bn_retune": ["obc"],
          "num_shadows": 34, "data_root": "/elsewhere", "arch": "resnet50", "dataset": "cifar100",
          "bn_retune_momentum": None, "query_shift": 2, "name": "other", "test_fraction": 0.3,
-         "obc_calib_samples": 200}
+         "obc_calib_samples": 200, "act_bits": [None, 8], "control_epochs": [2], "dp_noise": [1.0],
+         "prune_sparsity": [0.5], "dp_shadows": 6}
 
 
 def _other_value(name: str, value):
