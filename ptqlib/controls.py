@@ -75,22 +75,6 @@ def prune_global(model: nn.Module, sparsity: float) -> dict[str, float]:
     return {n: float((m.weight == 0).float().mean()) for n, m in layers}
 
 
-@torch.no_grad()
-def keep_pruned_zeros(pruned: nn.Module, qmodel: nn.Module, qweights: dict) -> None:
-    """Set every weight that is zero in `pruned` back to zero in the quantized model (in place).
-
-    0 is always on the grid (code = the channel's zero point), so the codes stay valid; methods that
-    compensate errors on other weights (OBC, GPTQ) would otherwise move some pruned weights off zero.
-    """
-    from .ptq import apply_quantized
-
-    layers = dict(quantizable_layers(pruned))
-    for name, q in qweights.items():
-        zero = (layers[name].weight.detach() == 0).flatten(1)
-        q.codes = torch.where(zero, q.grid.zero.expand_as(q.codes), q.codes)
-    apply_quantized(qmodel, qweights)
-
-
 def sparsity_of(model: nn.Module) -> float:
     """Share of zero weights over every quantizable layer."""
     layers = quantizable_layers(model)

@@ -26,6 +26,7 @@ from .data import (ImageData, augment_batch, balanced_masks, load_dataset, paire
 from .datasets_disk import VERIFY_ENV, dataset_identity
 from .models import build_model, quantizable_layers
 from .ptq import layer_bits_plan, quantize_model, recipe_label
+from .ptq.methods import keep_pruned_zeros
 from .store import Store, job_key
 from .training import accuracy, pick_device, predict_logits, train_model
 
@@ -283,8 +284,6 @@ class QuantizeJob(StudyJob):
         calib = self.calibration_set(data, members) if self.calib_samples else None
         qmodel, qweights = quantize_model(model, self.method, plan, calib, **dict(self.options))
         if getattr(self.source, "sparsity", None):  # a pruned source: its zeros stay zero (OBC may revive them)
-            from .controls import keep_pruned_zeros
-
             keep_pruned_zeros(model, qmodel, qweights)
         if self.bn_retune is not None:
             from .ptq.bn import retune_batchnorm

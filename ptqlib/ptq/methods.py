@@ -94,3 +94,17 @@ def recipe_label(method: str, bits: float, last_layer_bits=None) -> str:
         return "fp32"
     label = f"{method} {bits:g}b"
     return label + (f" + {last_layer_bits:g}b last" if last_layer_bits is not None else "")
+
+
+@torch.no_grad()
+def keep_pruned_zeros(pruned: nn.Module, qmodel: nn.Module, qweights: dict) -> None:
+    """Set every weight that is zero in `pruned` back to zero in the quantized model (in place).
+
+    0 is always on the grid (code = the channel's zero point), so the codes stay valid; methods that
+    compensate errors on other weights (OBC, GPTQ) would otherwise move some pruned weights off zero.
+    """
+    layers = dict(quantizable_layers(pruned))
+    for name, q in qweights.items():
+        zero = (layers[name].weight.detach() == 0).flatten(1)
+        q.codes = torch.where(zero, q.grid.zero.expand_as(q.codes), q.codes)
+    apply_quantized(qmodel, qweights)
