@@ -28,7 +28,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from ptqlib.models import build_model, quantizable_layers  # noqa: E402
-from ptqlib.quantize import layer_bits_plan, quantize_model  # noqa: E402
+from ptqlib.ptq import layer_bits_plan, quantize_model  # noqa: E402
 from ptqlib.training import fit_warning  # noqa: E402
 
 REAL = Path(os.environ.get("PTQ_REAL_IMAGES", "/work/shared/data/cifar10-10k"))

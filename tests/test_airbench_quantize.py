@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from ptqlib.models import build_model, quantizable_layers
-from ptqlib.quantize import layer_bits_plan, n_levels, quantize_model
+from ptqlib.ptq import layer_bits_plan, n_levels, quantize_model
 
 torch.set_num_threads(1)
 OPTIONS = {"rtn": {}, "adaround": {"adaround_iters": 20, "adaround_batch": 8},

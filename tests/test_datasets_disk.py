@@ -74,6 +74,20 @@ def test_cifar_subsets_take_the_first_examples(tmp_path):
     assert data.mean[0] == pytest.approx(3.5 / 255, abs=1e-6)  # statistics of the pool in use
 
 
+def test_cifar_image_size_resizes_like_an_image_folder(tmp_path):
+    """image_size resizes CIFAR's arrays with PIL's bilinear filter, as ImageFolder files are resized;
+    a resized copy is another dataset (its own identity and cache entry)."""
+    root = fake_cifar10(tmp_path / "data")
+    full = load_dataset(config(tmp_path, "cifar10", root))
+    small = load_dataset(config(tmp_path, "cifar10", root, image_size=16))
+    assert small.x_train.shape == (30, 3, 16, 16) and small.x_test.shape == (5, 3, 16, 16)
+    assert small.x_train.dtype == torch.uint8 and small.y_train.tolist() == full.y_train.tolist()
+    expected = np.asarray(Image.fromarray(full.x_train[7].permute(1, 2, 0).numpy()).resize((16, 16), Image.BILINEAR))
+    assert np.array_equal(small.x_train[7].permute(1, 2, 0).numpy(), expected)
+    assert datasets_disk.dataset_identity("cifar10", image_size=16) != datasets_disk.dataset_identity("cifar10")
+    assert len(list((tmp_path / "store" / "dataset").glob("*/images.pt"))) == 2
+
+
 def test_cifar_root_may_be_the_dataset_folder_itself(tmp_path):
     root = fake_cifar10(tmp_path / "data")
     data = load_dataset(config(tmp_path, "cifar10", root / "cifar-10-batches-py"))

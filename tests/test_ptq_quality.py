@@ -1,22 +1,19 @@
 """End-to-end quality on the digits default: the calibrated methods must beat RTN where RTN hurts.
 
 Targets are trained with the default recipe (40 epochs) and quantized with the options the
-default preset uses (DEFAULT_PRESET below), on the pipeline's calibration set.
+default study's quantize jobs carry, on their calibration set.
 """
 import numpy as np
 import pytest
 import torch
 
 from ptqlib.config import StudyConfig
-from ptqlib.data import load_digits_data, target_mask
+from ptqlib.data import load_digits_data
 from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.pipeline import calibration_set, method_options, training_options
+from ptqlib.plan import plan as study_plan, quantize_job
 from ptqlib.ptq import layer_bits_plan, quantize_model
 from ptqlib.training import accuracy, train_model
 
-# The recommended default-preset options (params/default.yaml): short runs with a larger step
-# keep lr * iters (the distance V can travel) close to the paper's 20,000 x 1e-3.
-DEFAULT_PRESET = {"adaround_iters": 300, "adaround_lr": 0.03}
 TARGETS = 2
 METHODS = ("rtn", "adaround", "brecq", "obc")
 
@@ -24,22 +21,23 @@ METHODS = ("rtn", "adaround", "brecq", "obc")
 @pytest.fixture(scope="module")
 def table():
     torch.set_num_threads(1)  # 2 OpenMP threads stall badly on a shared, oversubscribed CPU
-    cfg = StudyConfig(**DEFAULT_PRESET)
+    cfg = StudyConfig()  # the default study: AdaRound/BRECQ 300 iterations at lr 0.03, 512 calibration images
     data = load_digits_data(cfg.test_fraction)
     rows = []
-    for index in range(TARGETS):
-        keep = target_mask(cfg.seed, index, len(data.y_train))
+    for index, target in enumerate(study_plan(cfg).targets[:TARGETS]):
+        keep = target.members(len(data.y_train))
         torch.manual_seed(index)
         model = DigitsCNN()
-        train_model(model, data, keep, **training_options(cfg), seed=index, device=torch.device("cpu"))
-        calib = calibration_set(cfg, data, keep, seed=index)
+        train_model(model, data, keep, **target.recipe(), seed=index, device=torch.device("cpu"))
+        jobs = {m: quantize_job(cfg, target, {"method": m, "bits": 2, "last_layer_bits": None}) for m in METHODS}
+        calib = jobs["adaround"].calibration_set(data, keep)
         names = [n for n, _ in quantizable_layers(model)]
         rows.append({("fp32", 32): accuracy(model, data)})
         for bits in (4, 2, 1.58):
             plan = layer_bits_plan(names, bits)
             for method in METHODS:
                 qmodel, _ = quantize_model(model, method, plan, None if method == "rtn" else calib,
-                                           **method_options(cfg, method))
+                                           **dict(jobs[method].options))
                 rows[-1][(method, bits)] = accuracy(qmodel, data)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     print("\nmean test accuracy over", TARGETS, "targets:",
