@@ -134,7 +134,7 @@ def check_available(dataset, root=None, *, store=None, image_size: int = 0, veri
         return {"train_examples": len(raw["y_train"]), "test_examples": len(raw["y_test"]),
                 "shape": list(raw["x_train"].shape[1:])}
 
-    return Store(store).run(job, compute)
+    return (store if isinstance(store, Store) else Store(store)).run(job, compute)  # the run's own Store when given
 
 
 def read_images(dataset: str, root, *, store, image_size: int = 0, verify: bool = True,

@@ -109,7 +109,7 @@ def load_data(spec: DataSpec, store: Store) -> ImageData:
     cache_key = (spec, str(store.root))
     if cache_key not in _DATA:
         verify = os.environ.get(VERIFY_ENV, "1") != "0"  # tests on fake CIFAR files switch the MD5 check off
-        _DATA[cache_key] = load_dataset(spec.dataset, root=spec.data_root, store=store.root,
+        _DATA[cache_key] = load_dataset(spec.dataset, root=spec.data_root, store=store,
                                         test_fraction=spec.test_fraction, image_size=spec.image_size,
                                         train_subset=spec.train_subset, test_subset=spec.test_subset,
                                         download=spec.download, verify=verify)
