@@ -238,7 +238,7 @@ class QuantizeJob(StudyJob):
     def params(self) -> dict:
         p = super().params
         p["bn_retune"] = None if self.bn_retune is None else dataclasses.asdict(self.bn_retune)
-        if self.act_bits is None:  # weight-only recipes keep the keys they had before activations existed
+        if self.act_bits is None:  # activation fields enter the key only when activations are quantized
             del p["act_bits"], p["act_range"]
         return p
 
