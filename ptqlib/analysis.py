@@ -530,14 +530,8 @@ def controls_plot(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, bey
         ax.plot([100 * a["test_acc"], 100 * b["test_acc"]], [100 * a[m], 100 * b[m]], color="grey", lw=0.6, zorder=1)
     for method, colour in colours.items():
         ax.scatter([], [], color=colour, label=METHOD_NAMES.get(method, method))
-    ax.set_xlabel("test accuracy (%), mean over targets")
-    ax.set_ylabel("TPR at 1% FPR (%), pooled over targets")
-    ax.set_title(f"Quantization vs accuracy-matched controls ({ATTACK_LABELS.get(attack, attack)}, FP shadows)",
-                 fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return fig
+    return _leakage_vs_accuracy_axes(
+        fig, ax, f"Quantization vs accuracy-matched controls ({ATTACK_LABELS.get(attack, attack)}, FP shadows)")
 
 
 def activation_table(results: pd.DataFrame, arrays: dict, attack: str = "online",
@@ -595,10 +589,15 @@ def frontier_plot(results: pd.DataFrame, arrays: dict, beyond: pd.DataFrame, bey
             note = f"ε={r['epsilon']:.1f}" if family == "dp" and pd.notna(r.get("epsilon")) else r["label"]
             ax.annotate(note, (100 * r["test_acc"], 100 * r[m]), fontsize=6, xytext=(3, -8), textcoords="offset points")
     ax.axhline(100 * 0.01, color="grey", ls=":", lw=1, label="chance (TPR = FPR)")
+    return _leakage_vs_accuracy_axes(
+        fig, ax, f"Privacy-utility frontier: PTQ vs DP-SGD vs pruning ({ATTACK_LABELS.get(attack, attack)})")
+
+
+def _leakage_vs_accuracy_axes(fig, ax, title: str):
+    """Labels, grid and legend shared by the pooled-leakage vs accuracy figures."""
     ax.set_xlabel("test accuracy (%), mean over targets")
     ax.set_ylabel("TPR at 1% FPR (%), pooled over targets")
-    ax.set_title(f"Privacy-utility frontier: PTQ vs DP-SGD vs pruning ({ATTACK_LABELS.get(attack, attack)})",
-                 fontsize=10)
+    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()

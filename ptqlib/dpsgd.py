@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -20,9 +19,8 @@ import torch
 from torch import nn
 
 from .data import ImageData, augment_batch
-from .jobs import TrainJob, _new_model, _save_model, load_data
-from .store import Store
-from .training import accuracy, pick_device
+from .jobs import TrainJob, _new_model
+from .training import pick_device
 
 ACCOUNTANT = "prv"  # Opacus's default accountant
 
@@ -104,25 +102,7 @@ class DPTrainJob(TrainJob):
     def new_model(self, data: ImageData) -> nn.Module:
         return private_architecture(_new_model(self.arch, data))
 
-    def compute(self, store: Store, out: Path) -> dict:
-        data = load_data(self.data, store)
-        keep = self.members(len(data.y_train))
-        torch.manual_seed(self.model_seed)
-        model = self.new_model(data)
-        with open(out / "log.txt", "w") as log:
-            stats = train_private(model, data, keep, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                                  momentum=self.momentum, weight_decay=self.weight_decay, augment=self.augment,
-                                  seed=self.model_seed, noise_multiplier=self.noise_multiplier,
-                                  max_grad_norm=self.max_grad_norm, device=pick_device(self.device),
-                                  log=lambda line: print(line, file=log))
-        model.cpu()
-        np.save(out / "keep.npy", keep)
-        _save_model(model, out)
-        return {**stats, "train_acc": accuracy(model, data, "train", keep), "test_acc": accuracy(model, data)}
-
-    def load(self, store: Store) -> nn.Module:
-        data = load_data(self.data, store)
-        model = self.new_model(data)
-        path = store.require(self, "model")
-        model.load_state_dict(torch.load(path / "model.pt", map_location="cpu", weights_only=True))
-        return model.eval()
+    def fit(self, model: nn.Module, data: ImageData, keep, log) -> dict:
+        return train_private(model, data, keep, **self.training_options(), seed=self.model_seed,
+                             noise_multiplier=self.noise_multiplier, max_grad_norm=self.max_grad_norm,
+                             device=pick_device(self.device), log=log)

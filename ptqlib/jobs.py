@@ -169,7 +169,7 @@ class TrainJob(StudyJob):
     def model_seed(self) -> int:
         return model_seed(self.seed, self.role, self.index)
 
-    def recipe(self) -> dict:
+    def training_options(self) -> dict:
         """The training recipe, as `training.train_model` takes it."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay, "augment": self.augment}
@@ -183,16 +183,23 @@ class TrainJob(StudyJob):
         torch.manual_seed(self.model_seed)
         model = self.new_model(data)
         with open(out / "log.txt", "w") as log:
-            stats = train_model(model, data, keep, **self.recipe(), seed=self.model_seed, device=pick_device(self.device),
-                                compile_model=self.torch_compile, precision=self.precision,
-                                log=lambda line: print(line, file=log))
+            stats = self.fit(model, data, keep, log=lambda line: print(line, file=log))
         model.cpu()
         np.save(out / "keep.npy", keep)
         _save_model(model, out)
         return {**stats, "train_acc": accuracy(model, data, "train", keep), "test_acc": accuracy(model, data)}
 
+    def fit(self, model: torch.nn.Module, data: ImageData, keep: np.ndarray, log) -> dict:
+        """Train `model` in place on its members (a DP-SGD job trains differently)."""
+        return train_model(model, data, keep, **self.training_options(), seed=self.model_seed,
+                           device=pick_device(self.device), compile_model=self.torch_compile,
+                           precision=self.precision, log=log)
+
     def load(self, store: Store) -> torch.nn.Module:
-        return _load_model(self.arch, load_data(self.data, store), store.require(self, "model"))
+        model = self.new_model(load_data(self.data, store))
+        model.load_state_dict(torch.load(store.require(self, "model") / "model.pt", map_location="cpu",
+                                         weights_only=True))
+        return model.eval()
 
     def keep(self, store: Store) -> np.ndarray:
         return np.load(store.require(self, "model") / "keep.npy")

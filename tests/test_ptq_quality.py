@@ -28,7 +28,7 @@ def table():
         keep = target.members(len(data.y_train))
         torch.manual_seed(index)
         model = DigitsCNN()
-        train_model(model, data, keep, **target.recipe(), seed=index, device=torch.device("cpu"))
+        train_model(model, data, keep, **target.training_options(), seed=index, device=torch.device("cpu"))
         jobs = {m: quantize_job(cfg, target, {"method": m, "bits": 2, "last_layer_bits": None}) for m in METHODS}
         calib = jobs["adaround"].calibration_set(data, keep)
         names = [n for n, _ in quantizable_layers(model)]

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..models import quantizable_layers
+from .reconstruction import capture
 
 ACT_RANGES = ("minmax", "mse", "percentile")
 MSE_CANDIDATES = 80  # shrinks a = 1, 0.99, ..., 0.21 of the min-max range
@@ -79,16 +80,9 @@ def attach_activation_quantizers(model: nn.Module, ranges: dict[str, tuple[float
     return model
 
 
-@torch.no_grad()
 def _layer_input(model: nn.Module, layer: nn.Module, calib: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    seen = []
-    handle = layer.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().cpu()))
-    try:
-        for i in range(0, len(calib), batch):
-            model(calib[i:i + batch])
-    finally:
-        handle.remove()
-    return torch.cat(seen)
+    """What `layer` receives while `model` runs on the calibration images (after earlier layers' quantizers)."""
+    return capture(model, layer, calib, "input", chunk=batch)
 
 
 @torch.no_grad()
