@@ -19,9 +19,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from ptqlib import pipeline
-from ptqlib.config import load_preset
-from ptqlib.store import Store
+from ptqlib.study import stages as pipeline
+from ptqlib.study.presets import load_preset
+from ptqlib.runtime.store import Store
 
 
 def _noop(_):
@@ -35,14 +35,14 @@ def ray_started() -> bool:
 
 _ONE_MODEL = """
 import sys, time, torch
-from ptqlib.config import load_preset
-from ptqlib.jobs import load_data
-from ptqlib.plan import plan
-from ptqlib.store import Store
-from ptqlib.training import train_model
+from ptqlib.study.presets import load_preset
+from ptqlib.study.jobs import load_data
+from ptqlib.study.plan import plan_study
+from ptqlib.runtime.store import Store
+from ptqlib.models.training import train_model
 torch.set_num_threads(int(sys.argv[2]))
 cfg = load_preset(sys.argv[1])
-job = plan(cfg).shadows[int(sys.argv[3])]
+job = plan_study(cfg).shadows[int(sys.argv[3])]
 data = load_data(job.data, Store(cfg.store_path))
 keep = job.members(len(data.y_train))
 for rep in range(2):  # the first model in a process pays one-off set-up costs: report the second

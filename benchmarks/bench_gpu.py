@@ -14,8 +14,8 @@ from torch import nn
 
 
 def burst(seconds: float, batch: int, device: str, result=None, compile_model: bool = False) -> float:
-    from ptqlib.data import augment_batch
-    from ptqlib.zoo import build
+    from ptqlib.data.views import augment_batch
+    from ptqlib.models.zoo import build_model as build
 
     dev = torch.device(device)
     model = build("resnet18", 10, 3, 32).to(dev)
@@ -66,7 +66,7 @@ def batched_burst(seconds: float, batch: int, device: str, models: int) -> float
     import copy
 
     from torch.func import functional_call, stack_module_state, vmap
-    from ptqlib.zoo import build
+    from ptqlib.models.zoo import build_model as build
 
     dev = torch.device(device)
     base = build("resnet18", 10, 3, 32).to(dev)

@@ -8,8 +8,8 @@ import time
 
 import torch
 
-from ptqlib import zoo
-from ptqlib.models import quantizable_layers
+from ptqlib.models import zoo
+from ptqlib.models.zoo import quantizable_layers
 from ptqlib.ptq import fit_grid, quantize_model
 
 
@@ -18,7 +18,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = zoo.build("resnet18", 100, 3, 32).eval()
+    model = zoo.build_model("resnet18", 100, 3, 32).eval()
     layers = quantizable_layers(model)
     weights = sum(layer.weight.numel() for _, layer in layers)
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@ M = 64 shadows, N = 50,000 examples, Q = 2 views, balanced masks (the paper's CI
 Compares two ways to compute online, online_fixed, offline, offline_fixed and global:
 - plain: each variant on its own, structured like the reference code (argsort + gather of the
   IN/OUT scores, np.median and np.std over models), written here for contrast;
-- ptqlib: fit_shadow_stats once, then run_attacks (the library's one way).
+- ptqlib: fit_shadow_stats once, then score_attacks (the library's one way).
 
     python benchmarks/bench_lira.py          # writes benchmarks/results/lira.txt
 """
@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ptqlib import lira, rmia
+from ptqlib.attacks import lira
+from ptqlib.attacks import rmia
 
 M, N, Q = 64, 50_000, 2
 VARIANTS = lira.MAIN_ATTACKS
@@ -62,7 +63,7 @@ def plain_all(scores, keep, target):
 
 
 def shared_all(scores, keep, target):
-    return lira.run_attacks(lira.fit_shadow_stats(scores, keep), target, VARIANTS)
+    return lira.score_attacks(lira.fit_shadow_stats(scores, keep), target, VARIANTS)
 
 
 # ---------------------------------------------------------------- measurement
@@ -102,7 +103,7 @@ def main():
 
     reference = plain_all(scores, keep, target)
     for label, fn in [("plain (reference-like, per variant)", plain_all),
-                      ("ptqlib shared: fit_shadow_stats + run_attacks", shared_all)]:
+                      ("ptqlib shared: fit_shadow_stats + score_attacks", shared_all)]:
         got = fn(scores, keep, target)
         diff = max(float(np.max(np.abs(got[k] - reference[k]) / (1 + np.abs(reference[k])))) for k in VARIANTS)
         best, med = best_time(fn, scores, keep, target, repeats=REPEATS if fn is not plain_all else 3)
@@ -112,9 +113,9 @@ def main():
 
     stats = lira.fit_shadow_stats(scores, keep)
     fit, _ = best_time(lira.fit_shadow_stats, scores, keep)
-    per_target, _ = best_time(lira.run_attacks, stats, target, VARIANTS)
+    per_target, _ = best_time(lira.score_attacks, stats, target, VARIANTS)
     lines += ["", f"of which fit_shadow_stats {fit:.3f} s (once per shadow pool); "
-                  f"run_attacks per further target {1000 * per_target:.1f} ms"]
+                  f"score_attacks per further target {1000 * per_target:.1f} ms"]
 
     probs = rmia.true_label_probs(scores)
     t_probs = rmia.true_label_probs(target)

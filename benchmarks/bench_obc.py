@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ptqlib import zoo
-from ptqlib.data import augment_batch, load_digits_data
-from ptqlib.models import DigitsCNN, quantizable_layers
+from ptqlib.models import zoo
+from ptqlib.data.views import augment_batch
+from ptqlib.data.images import load_digits_data
+from ptqlib.models.zoo import DigitsCNN, quantizable_layers
 from ptqlib.ptq import fit_grid, quantize_model
 from ptqlib.ptq.obc import HessianAccumulator, fp_hessians, gptq_layer, obq_layer
 
@@ -66,7 +67,7 @@ def calibration_rounds(args) -> str:
         t_all = time.perf_counter() - t0
         lines.append(f"  digits CNN, {rounds:2d} x 512 images: whole method {t_all:6.2f} s, of which Hessians "
                      f"{t_h:5.2f} s ({accs['classifier'].n} classifier samples)")
-    model = zoo.build("resnet18", 10, 3, 32).eval()
+    model = zoo.build_model("resnet18", 10, 3, 32).eval()
     prefix = nn.Sequential(model.conv1, model.bn1, model.relu, model.layer1)
     layer = model.layer2[0].conv1
     n = args.r18_images

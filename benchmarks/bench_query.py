@@ -6,9 +6,10 @@ import time
 
 import torch
 
-from ptqlib.data import load_digits_data, query_views
-from ptqlib.models import DigitsCNN
-from ptqlib.training import predict_logits
+from ptqlib.data.images import load_digits_data
+from ptqlib.data.views import query_views
+from ptqlib.models.zoo import DigitsCNN
+from ptqlib.models.training import predict_logits
 
 
 def main():

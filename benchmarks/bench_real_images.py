@@ -7,7 +7,7 @@ Run:  .venv/bin/python benchmarks/bench_real_images.py [--arch airbench_small] [
    (forward + backward + SGD) and inference (eval, no grad), on random images.
 2. Quantization time per model for RTN, AdaRound and BRECQ (300 iterations per unit, lr 0.03,
    as the presets use) at 2 bits, on random calibration images, 1 thread.
-3. Unless --skip-train: target 0 trained with `ptqlib.training.train_model` (1 thread) on the
+3. Unless --skip-train: target 0 trained with `ptqlib.models.training.train_model` (1 thread) on the
    real images of /work/shared/data/cifar10-10k (ImageFolder; skipped with a reason when the
    folder is absent), its train/test accuracy and wall time, and `fit_warning` on them.
 Then the cost model of the whole study (4 targets + 16 shadows, 12 recipes each, 2 single-thread
@@ -27,9 +27,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from ptqlib.models import build_model, quantizable_layers  # noqa: E402
+from ptqlib.models.zoo import build_model, quantizable_layers  # noqa: E402
 from ptqlib.ptq import layer_bits_plan, quantize_model  # noqa: E402
-from ptqlib.training import fit_warning  # noqa: E402
+from ptqlib.models.training import fit_warning  # noqa: E402
 
 REAL = Path(os.environ.get("PTQ_REAL_IMAGES", "/work/shared/data/cifar10-10k"))
 RECON = {"adaround_iters": 300, "adaround_lr": 0.03, "adaround_lambda": 0.01, "adaround_batch": 32}
@@ -79,9 +79,10 @@ def real_accuracy(args) -> dict | None:
     if not (REAL / "train").is_dir():
         print(f"real images: skipped, {REAL}/train not found (set PTQ_REAL_IMAGES)")
         return None
-    from ptqlib.config import validate
-    from ptqlib.data import load_dataset, target_mask
-    from ptqlib.training import accuracy, train_model
+    from ptqlib.study.config import validate
+    from ptqlib.data.images import load_dataset
+    from ptqlib.data.masks import target_mask
+    from ptqlib.models.training import accuracy, train_model
 
     torch.set_num_threads(1)
     cfg = validate({"dataset": "imagefolder", "data_root": str(REAL), "arch": "resnet18", "image_size": args.size,

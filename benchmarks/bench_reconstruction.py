@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from ptqlib.models import DigitsCNN, quantizable_layers, reconstruction_units
+from ptqlib.models.zoo import DigitsCNN, quantizable_layers, reconstruction_units
 from ptqlib.ptq import fit_grid, quantize_model
 from ptqlib.ptq.bn import fold_batchnorm
 from ptqlib.ptq.brecq import bare_layer_gradient, soft_weights
@@ -109,8 +109,8 @@ def main() -> str:
         label = f"{method} ({iters} iters)" if iters else method
         lines.append(f"  whole digits CNN, 2 bits, 1024 calibration images: {label:22s} {time.perf_counter() - t0:6.2f} s")
     if not args.digits_only:
-        from ptqlib import zoo
-        r18 = zoo.build("resnet18", 10, 3, 32).eval()
+        from ptqlib.models import zoo
+        r18 = zoo.build_model("resnet18", 10, 3, 32).eval()
         xc = torch.randn(256, 3, 32, 32)
         units = reconstruction_units(r18)
         mods = dict(r18.named_modules())

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from ptqlib.data import ImageData, augment_batch, channel_stats  # noqa: E402
-from ptqlib.models import build_model  # noqa: E402
+from ptqlib.data.images import ImageData, channel_stats  # noqa: E402
+from ptqlib.data.views import augment_batch
+from ptqlib.models.zoo import build_model  # noqa: E402
 
 DEFAULT_BATCH = {"resnet18": 128, "resnet50": 64, "densenet121": 64}
 DEFAULT_STEPS = {"resnet18": 4, "resnet50": 2, "densenet121": 2}

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ptqlib import analysis, per_example, pipeline, stats
-from ptqlib.config import validate
-from ptqlib.store import Store
+from ptqlib.results import tables as analysis
+from ptqlib.results import per_example
+from ptqlib.study import stages as pipeline
+from ptqlib.results import stats
+from ptqlib.study.config import validate
+from ptqlib.runtime.store import Store
 
 BEYOND = {"control_noise": True, "control_epochs": [2, 5, 10], "dp_noise": [0.5, 1.0, 2.0], "dp_epochs": 20,
           "dp_shadows": 8, "dp_clip": 1.0, "prune_sparsity": [0.5, 0.8, 0.95]}
@@ -62,8 +65,8 @@ def main() -> None:
     timed("query + attack, weight-only recipes", times, pipeline.run_attacks, weight_only, store)
     timed("query + attack, + activation recipes", times, pipeline.run_attacks, full, store)
     for family, keys in FAMILIES.items():
-        timed(family, times, pipeline.run_beyond, validate({**base, **keys}), store)
-    beyond, barr = pipeline.run_beyond(full, store)
+        timed(family, times, pipeline.run_extras, validate({**base, **keys}), store)
+    beyond, barr = pipeline.run_extras(full, store)
     results, arrays = pipeline.load_attack_results(full, store)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 30)

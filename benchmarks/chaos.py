@@ -26,7 +26,7 @@ last_layer_bits: [null]
 attacks: [online, online_fixed, global]
 threads: 1
 """
-DRIVER = ("import sys; from ptqlib.config import load_preset; from ptqlib import pipeline; "
+DRIVER = ("import sys; from ptqlib.study.presets import load_preset; from ptqlib.study import stages as pipeline; "
           "pipeline.run_all(load_preset(sys.argv[1])).to_csv(sys.argv[2], index=False)")
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ptqlib import analysis, pipeline, stats
-from ptqlib.config import validate
-from ptqlib.store import Store
+from ptqlib.results import tables as analysis
+from ptqlib.study import stages as pipeline
+from ptqlib.results import stats
+from ptqlib.study.config import validate
+from ptqlib.runtime.store import Store
 
 ATTACK = "online_fixed"
 OBC_AUTHORS = {"obc_hessian": "fp", "obc_damp": 0.0, "obc_calib_rounds": 10, "bn_retune": ["obc"],

@@ -7,9 +7,9 @@ import shutil
 import numpy as np
 import pandas as pd
 
-from .config import StudyConfig
-from .plan import plan
-from .store import Store
+from ptqlib.study.config import StudyConfig
+from ptqlib.study.plan import plan_study
+from ptqlib.runtime.store import Store
 
 
 def _human(n: float) -> str:
@@ -24,7 +24,7 @@ def status_table(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
     """Per stage: jobs done / pending / failed, size on disk, mean job time and time left."""
     store = store or Store(cfg.store_path)
     rows = []
-    for stage, jobs in plan(cfg).stages.items():
+    for stage, jobs in plan_study(cfg).stages.items():
         if not jobs:
             continue
         done = [j for j in jobs if store.is_complete(j)]
@@ -41,7 +41,7 @@ def status_table(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
 def preset_paths(cfg: StudyConfig) -> list:
     """Every artifact directory of the preset that exists, and its report directory."""
     store = Store(cfg.store_path)
-    paths = [store.path(j) for jobs in plan(cfg).stages.values() for j in jobs if store.path(j).exists()]
+    paths = [store.path(j) for jobs in plan_study(cfg).stages.values() for j in jobs if store.path(j).exists()]
     if cfg.report_dir.exists():
         paths.append(cfg.report_dir)
     return paths

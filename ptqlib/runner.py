@@ -6,16 +6,22 @@ and figure. A failing stage still renders its HTML (with the error) and stops th
 """
 from __future__ import annotations
 
-import logging
-import sys
-import threading
 import time
 from pathlib import Path
 
-from .config import STAGES, ConfigError, load_preset, read_preset
-from .report import NOTEBOOKS, write_index
+from ptqlib.errors import ConfigError
+from ptqlib.results.index import WARNINGS, write_index
+from ptqlib.runtime import notebooks
+from ptqlib.runtime.progress import StageProgress
+from ptqlib.runtime.store import Store
+from ptqlib.study.config import STAGES
+from ptqlib.study.plan import plan_study
+from ptqlib.study.presets import load_preset, read_preset
+from ptqlib.study.stages import fit_check
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = {stage: f"{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, start=1)}
+PAGES = {stage: Path(name).with_suffix(".html").name for stage, name in NOTEBOOKS.items()}
 
 
 def parse_stages(text: str | None) -> list[str]:
@@ -28,84 +34,8 @@ def parse_stages(text: str | None) -> list[str]:
     return [s for s in STAGES if s in stages]  # always in pipeline order
 
 
-def collapse_carriage_returns(text: str) -> str:
-    """What a terminal shows of a stream: each line's text after its last carriage return.
-
-    A progress bar redraws its line with '\r' hundreds of times; a browser would print every redraw.
-    """
-    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
-
-
-def render_html(notebook: Path) -> Path:
-    """The executed notebook as HTML with code cells hidden (outputs and markdown only)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    nb = nbformat.read(notebook, as_version=4)
-    for cell in nb.cells:
-        merged = []  # consecutive writes to one stream are one text, as a terminal shows them
-        for output in cell.get("outputs", []):
-            if (output.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
-                    and merged[-1]["name"] == output["name"]):
-                merged[-1]["text"] += output["text"]
-            else:
-                merged.append(output)
-        for output in merged:
-            if output.get("output_type") == "stream":
-                output["text"] = collapse_carriage_returns(output["text"])
-        if "outputs" in cell:
-            cell["outputs"] = merged
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
-    out = notebook.with_suffix(".html")
-    out.write_text(body, encoding="utf-8")
-    return out
-
-
-class StageProgress:
-    """One terminal line per stage: jobs done/total, elapsed and ETA, read from the store.
-
-    The stage's jobs run inside a notebook kernel (and its workers), so the line counts
-    completion markers in the store every second: it works for every executor, and a resumed
-    run counts its finished jobs at once.
-    """
-
-    def __init__(self, store, jobs: list, desc: str, interval: float = 1.0):
-        from .progress import progress
-
-        self.store, self.jobs, self.interval = store, jobs, interval
-        self.bar = progress(desc=desc, total=len(jobs), initial=self._count(), file=sys.stdout)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _count(self) -> int:
-        return sum(self.store.is_complete(j) for j in self.jobs)
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._refresh()
-
-    def _refresh(self) -> None:
-        done = self._count()
-        if done > self.bar.n:
-            self.bar.update(done - self.bar.n)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._refresh()
-        self.bar.close()
-
-
 def _check_fit(cfg, store, report_dir: Path) -> None:
     """The train stage's fit check, in the terminal and on the report's index page."""
-    from .pipeline import fit_check
-    from .report import WARNINGS
-
     warning = fit_check(cfg, store)
     (report_dir / WARNINGS).unlink(missing_ok=True)
     if warning:
@@ -119,21 +49,13 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
     The terminal shows one progress line per stage; `verbose` adds Papermill's cell bar and
     the kernels' own log lines.
     """
-    import papermill as pm
-
-    from .plan import plan
-    from .store import Store
-
     cfg = load_preset(preset)  # raises ConfigError before anything is written
     params = {**read_preset(preset), "name": cfg.name}
     stages = stages or list(STAGES)
     report_dir = cfg.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.store_path)
-    jobs = plan(cfg).stages
-    quiet = {} if verbose else {"extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
-    if not verbose:  # the notebooks read every key through `preset` and config, so papermill's
-        logging.getLogger("papermill").setLevel(logging.ERROR)  # "unknown parameter" notes are noise
+    jobs = plan_study(cfg).stages
     status: dict[str, tuple[str, float]] = {}
     code = 0
     for i, stage in enumerate(stages, start=1):
@@ -141,20 +63,19 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
         t0 = time.perf_counter()
         try:
             with StageProgress(store, jobs[stage], f"[{i}/{len(stages)}] {stage}"):
-                pm.execute_notebook(NOTEBOOK_DIR / NOTEBOOKS[stage], out_nb, parameters=params,
-                                    kernel_name="python3", progress_bar=verbose, cwd=str(Path.cwd()), **quiet)
+                notebooks.execute(NOTEBOOK_DIR / NOTEBOOKS[stage], out_nb, params, verbose)
             status[stage] = ("done", time.perf_counter() - t0)
-        except pm.PapermillExecutionError as err:
+        except notebooks.ExecutionError as err:
             status[stage] = ("failed", time.perf_counter() - t0)
             print(f"stage '{stage}' failed: {err.ename}: {err.evalue}", flush=True)
             code = 1
         if out_nb.is_file():
-            render_html(out_nb)
+            notebooks.render_html(out_nb)
         if stage == "train" and status[stage][0] == "done":
             _check_fit(cfg, store, report_dir)
         print(f"    {status[stage][0]} in {status[stage][1]:.1f} s -> {out_nb.with_suffix('.html')}", flush=True)
         if code:
             break
-    index = write_index(cfg, report_dir, status)
+    index = write_index(cfg, report_dir, status, PAGES)
     print(f"report: {index}" if code == 0 else f"run failed; partial report: {index}", flush=True)
     return code

@@ -3,12 +3,12 @@ a time (slow, obviously correct), and the reference code's IN/OUT split."""
 import numpy as np
 from scipy.stats import norm
 
-from ptqlib import lira
+from ptqlib.attacks import lira
 
 
 def attack(name, shadow, keep, target):
     """One named attack the library's one way: fit the shadow statistics, score the target."""
-    return lira.run_attacks(lira.fit_shadow_stats(shadow, keep), target, [name])[name]
+    return lira.score_attacks(lira.fit_shadow_stats(shadow, keep), target, [name])[name]
 
 
 def slow_lira(name, shadow, keep, target):

@@ -1,7 +1,7 @@
 """RMIA's way to choose `a` (used only by the tests): attack one shadow with the others."""
 import numpy as np
 
-from ptqlib import rmia
+from ptqlib.attacks import rmia
 
 
 def choose_a(shadow_probs: np.ndarray, shadow_keep: np.ndarray, grid=np.linspace(0.0, 1.0, 11),

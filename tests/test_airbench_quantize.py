@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from ptqlib.models import build_model, quantizable_layers
+from ptqlib.models.zoo import build_model, quantizable_layers
 from ptqlib.ptq import layer_bits_plan, n_levels, quantize_model
 
 torch.set_num_threads(1)

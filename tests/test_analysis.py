@@ -6,7 +6,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ptqlib import analysis  # noqa: E402
+from ptqlib.results import figures  # noqa: E402
+from ptqlib.results import tables as analysis  # noqa: E402
 
 
 def summary_rows():
@@ -32,7 +33,7 @@ def test_paper_reference_is_shipped_for_cifar100_resnet18_only():
 
 def test_privacy_utility_plot_draws_the_reference_points():
     ref = analysis.paper_reference("cifar100", "resnet18")
-    fig = analysis.privacy_utility_plot(summary_rows(), "online", reference=ref)
+    fig = figures.privacy_utility_plot(summary_rows(), "online", reference=ref)
     ax = fig.axes[0]
     assert any("auto_last_8bit" in t.get_text() for t in fig.texts)  # names the variant it compares with
     labels = ax.get_legend_handles_labels()[1]
@@ -52,5 +53,5 @@ def test_privacy_utility_plot_draws_the_reference_points():
 
 
 def test_privacy_utility_plot_without_reference():
-    ax = analysis.privacy_utility_plot(summary_rows(), "online").axes[0]
+    ax = figures.privacy_utility_plot(summary_rows(), "online").axes[0]
     assert "the paper's Fig. 1" not in ax.get_legend_handles_labels()[1] and not ax.texts

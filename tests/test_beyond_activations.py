@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from ptqlib.config import validate
-from ptqlib.plan import plan, quantize_job
+from ptqlib.study.config import validate
+from ptqlib.study.plan import plan_study, quantize_job
 from ptqlib.ptq.activations import act_grid, calibrate_range, fake_quantize, quantize_activations
-from ptqlib.store import Store
-from ptqlib.training import accuracy
+from ptqlib.runtime.store import Store
+from ptqlib.models.training import accuracy
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +17,7 @@ def trained(tmp_path_factory):
     torch.set_num_threads(1)
     cfg = validate({"num_targets": 1, "num_shadows": 4, "methods": ["rtn"], "bits": [8], "last_layer_bits": [None]})
     store = Store(tmp_path_factory.mktemp("store"))
-    target = plan(cfg).targets[0]
+    target = plan_study(cfg).targets[0]
     target.run(store)
     return cfg, store, target
 
@@ -65,7 +65,7 @@ def test_minmax_covers_the_calibration_activations_and_mse_is_never_worse():
 
 def test_quantize_activations_hooks_every_layer(trained):
     cfg, store, target = trained
-    from ptqlib.jobs import load_data
+    from ptqlib.study.jobs import load_data
     data = load_data(target.data, store)
     model = target.load(store)
     calib = data.normalize(data.x_train[:256])
@@ -79,7 +79,7 @@ def test_quantize_activations_hooks_every_layer(trained):
 @pytest.mark.parametrize("act_range", ["minmax", "mse"])
 def test_w8a8_within_half_a_point_of_fp32_and_loads_back(trained, act_range):
     cfg, store, target = trained
-    from ptqlib.jobs import load_data
+    from ptqlib.study.jobs import load_data
     data = load_data(target.data, store)
     fp_acc = store.meta(target)["test_acc"]
     cfg8 = validate({**{k: getattr(cfg, k) for k in ("num_targets", "num_shadows")}, "act_range": act_range})

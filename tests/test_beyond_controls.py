@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from ptqlib.config import validate
-from ptqlib.controls import ControlJob, PruneJob, add_weight_noise, match_controls, prune_global, sparsity_of
-from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.plan import plan, quantize_job
-from ptqlib.store import Store
+from ptqlib.study.config import validate
+from ptqlib.study.jobs.extras import ControlJob, PruneJob
+from ptqlib.models.degrade import add_weight_noise, prune_global, sparsity_of
+from ptqlib.results.tables import match_controls
+from ptqlib.models.zoo import DigitsCNN, quantizable_layers
+from ptqlib.study.plan import plan_study, quantize_job
+from ptqlib.runtime.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +22,7 @@ def trained(tmp_path_factory):
     cfg = validate({"num_targets": 1, "num_shadows": 4, "epochs": 5, "methods": ["rtn"], "bits": [2],
                     "last_layer_bits": [None]})
     store = Store(tmp_path_factory.mktemp("store"))
-    p = plan(cfg)
+    p = plan_study(cfg)
     p.targets[0].run(store)
     return cfg, store, p
 

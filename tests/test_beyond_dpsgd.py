@@ -7,13 +7,14 @@ import torch
 
 pytest.importorskip("opacus")
 
-from ptqlib.config import validate  # noqa: E402
-from ptqlib.dpsgd import DPTrainJob, private_architecture, train_private  # noqa: E402
-from ptqlib.jobs import load_data  # noqa: E402
-from ptqlib.models import DigitsCNN  # noqa: E402
-from ptqlib.plan import dp_train_job, plan  # noqa: E402
-from ptqlib.store import Store  # noqa: E402
-from ptqlib.training import accuracy  # noqa: E402
+from ptqlib.study.config import validate  # noqa: E402
+from ptqlib.study.jobs import DPTrainJob  # noqa: E402
+from ptqlib.models.dpsgd import private_architecture, train_private
+from ptqlib.study.jobs import load_data  # noqa: E402
+from ptqlib.models.zoo import DigitsCNN  # noqa: E402
+from ptqlib.study.plan import dp_train_job, plan_study  # noqa: E402
+from ptqlib.runtime.store import Store  # noqa: E402
+from ptqlib.models.training import accuracy  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_private_architecture_has_no_batchnorm():
 
 def test_privacy_engine_attached_and_epsilon_grows_with_epochs(setting):
     cfg, store = setting
-    job = plan(cfg).beyond.trains[0]
+    job = plan_study(cfg).extras.trains[0]
     assert isinstance(job, DPTrainJob) and job.role == "target"
     data = load_data(job.data, store)
     model = job.new_model(data)
@@ -65,7 +66,7 @@ def test_privacy_engine_attached_and_epsilon_grows_with_epochs(setting):
 
 def test_huge_noise_is_near_chance_and_the_job_stores_epsilon(setting):
     cfg, store = setting
-    target = plan(cfg).targets[0]
+    target = plan_study(cfg).targets[0]
     loud = dataclasses.replace(dp_train_job(cfg, target, 1000.0), epochs=3)
     loud.run(store)
     meta = store.meta(loud)

@@ -8,11 +8,14 @@ import torch
 
 pytest.importorskip("opacus")
 
-from ptqlib import analysis, per_example, pipeline  # noqa: E402
-from ptqlib.config import validate  # noqa: E402
-from ptqlib.jobs import ComparisonAttackJob, describe  # noqa: E402
-from ptqlib.plan import plan  # noqa: E402
-from ptqlib.store import Store  # noqa: E402
+from ptqlib.results import tables as analysis
+from ptqlib.results import figures
+from ptqlib.results import per_example
+from ptqlib.study import stages as pipeline  # noqa: E402
+from ptqlib.study.config import validate  # noqa: E402
+from ptqlib.study.jobs import GroupAttackJob  # noqa: E402
+from ptqlib.study.plan import plan_study  # noqa: E402
+from ptqlib.runtime.store import Store  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -25,26 +28,26 @@ def study(tmp_path_factory):
                         store=str(tmp_path_factory.mktemp("store"))))
     store = Store(cfg.store_path)
     pipeline.run_all(cfg, store)
-    beyond, beyond_arrays = pipeline.run_beyond(cfg, store)
+    beyond, beyond_arrays = pipeline.run_extras(cfg, store)
     results, arrays = pipeline.load_attack_results(cfg, store)
     return cfg, store, results, arrays, beyond, beyond_arrays
 
 
 def test_a_group_attack_on_the_fp32_targets_reproduces_the_main_attack(study):
     cfg, store, results, arrays, *_ = study
-    p = plan(cfg)
+    p = plan_study(cfg)
     shadows, targets = p.queries[:cfg.num_shadows], [q for q in p.queries[cfg.num_shadows:] if q.label == "fp32"]
-    again = ComparisonAttackJob(label="fp32 again", method="epochs", setting=cfg.epochs, threat_model="fp_shadows",
-                                targets=tuple(targets), shadows=tuple(shadows), attacks=("online",))
+    again = GroupAttackJob(label="fp32 again", family="epochs", setting=cfg.epochs, threat_model="fp_shadows",
+                           targets=tuple(targets), shadows=tuple(shadows), attacks=("online",))
     again.run(store)
     fp_rows = results[(results["label"] == "fp32") & (results["attack"] == "online")].sort_values("target")
     assert np.allclose(np.load(store.path(again) / "scores.npy"), arrays["scores"][fp_rows.index.to_numpy()])
-    assert "fp32 again" in describe(again)
+    assert "fp32 again" in again.describe()
 
 
 def test_groups_results_and_tables(study):
     cfg, store, results, arrays, beyond, beyond_arrays = study
-    assert len(beyond) == len(beyond_arrays["scores"]) == 2 * len(plan(cfg).beyond.attacks)
+    assert len(beyond) == len(beyond_arrays["scores"]) == 2 * len(plan_study(cfg).extras.attacks)
     assert set(beyond["method"]) == {"noise", "epochs", "dp", "prune"}
     dp = beyond[beyond["method"] == "dp"]
     assert dp["epsilon"].notna().all() and (dp["epsilon"] > 0).all()
@@ -55,8 +58,8 @@ def test_groups_results_and_tables(study):
     assert sorted(act["act_bits"].dropna()) == [8, 8]
     fr = analysis.frontier_table(results, arrays, beyond, beyond_arrays, n_boot=0)
     assert {"ptq", "dp", "prune"} == set(fr["family"])
-    for fig in (analysis.controls_plot(results, arrays, beyond, beyond_arrays),
-                analysis.frontier_plot(results, arrays, beyond, beyond_arrays)):
+    for fig in (figures.controls_plot(results, arrays, beyond, beyond_arrays),
+                figures.frontier_plot(results, arrays, beyond, beyond_arrays)):
         assert fig.axes
 
 
@@ -70,7 +73,7 @@ def test_per_example_view_follows_fp32s_detected_members(study):
     assert fp["detected"].all() and (fp["score"] == fp["fp32_score"]).all()
     summary = per_example.per_example_summary(view)
     assert summary.set_index("label").loc["fp32", "still_detected"] == 1.0
-    analysis.per_example_plot(view)
+    figures.per_example_plot(view)
 
 
 def test_vulnerable_members_and_threshold_against_a_brute_force_reference():

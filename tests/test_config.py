@@ -1,7 +1,9 @@
 """Config validation: every bad preset gives exit code 2, one clear line, and writes nothing."""
 import pytest
 
-from ptqlib.config import ConfigError, StudyConfig, validate
+from ptqlib.errors import ConfigError
+from ptqlib.study import config, presets
+from ptqlib.study.config import StudyConfig, validate
 
 BAD_PRESETS = [
     # (yaml text, substring the one-line message must contain)
@@ -96,16 +98,16 @@ def test_scalar_where_list_expected_and_types_coerced():
 
 
 def test_notebook_namespace_rejects_injected_unknown_key():
-    from ptqlib import config
+    from ptqlib.study import config, presets
     ns = {"epochs": 3, "epochz": 4, "In": [], "_": None, "np": config}
     with pytest.raises(ConfigError, match="epochz: unknown key; did you mean 'epochs'"):
-        config.from_notebook(ns)
+        presets.from_notebook(ns)
 
 
 def test_presets_in_repo_are_valid():
     from pathlib import Path
 
-    from ptqlib.config import load_preset
+    from ptqlib.study.presets import load_preset
     for path in sorted(Path(__file__).resolve().parent.parent.glob("params/*.yaml")):
         load_preset(path)
 
@@ -117,7 +119,7 @@ def test_notebook_parameters_cell_is_a_preset_and_defaults_are_the_default_study
 
     import nbformat
 
-    from ptqlib import config
+    from ptqlib.study import config
     root = Path(__file__).resolve().parent.parent
     for nb_path in sorted((root / "notebooks").glob("0[1-5]_*.ipynb")):
         nb = nbformat.read(nb_path, as_version=4)
@@ -126,21 +128,21 @@ def test_notebook_parameters_cell_is_a_preset_and_defaults_are_the_default_study
         names = [n.targets[0].id for n in ast.parse(cells[0].source).body]
         assert names == ["preset"], nb_path
         assert all(not c.get("outputs") and not c.get("execution_count") for c in nb.cells if c.cell_type == "code")
-    assert config.from_notebook({"preset": "default"}) == config.load_preset(root / "params/default.yaml") \
+    assert presets.from_notebook({"preset": "default"}) == presets.load_preset(root / "params/default.yaml") \
         == StudyConfig()
     # papermill -f params/smoke.yaml injects the smoke keys over the notebook's preset: the smoke study
-    injected = {"preset": "default", **config.read_preset(root / "params/smoke.yaml")}
-    assert config.from_notebook(injected) == config.load_preset(root / "params/smoke.yaml")
+    injected = {"preset": "default", **presets.read_preset(root / "params/smoke.yaml")}
+    assert presets.from_notebook(injected) == presets.load_preset(root / "params/smoke.yaml")
     # -p overrides one key of the chosen preset
-    assert config.from_notebook({"preset": "smoke", "epochs": 7}).epochs == 7
-    assert config.from_notebook({"preset": "smoke"}).name == "smoke"
+    assert presets.from_notebook({"preset": "smoke", "epochs": 7}).epochs == 7
+    assert presets.from_notebook({"preset": "smoke"}).name == "smoke"
 
 
 def test_every_key_is_declared_once_with_a_doc():
-    from ptqlib import config
+    from ptqlib.study import config
     for name, rule in config.RULES.items():
         assert rule["doc"] and len(rule["doc"]) > 10, name
-    lines = config.describe().splitlines()
+    lines = presets.key_listing().splitlines()
     assert len(lines) == len(config.FIELD_NAMES)
 
 
@@ -153,7 +155,7 @@ def test_empty_preset_is_an_error(tmp_path, cli):
 
 
 def test_relative_paths_resolve_from_the_repository_root(tmp_path, monkeypatch):
-    from ptqlib import config
+    from ptqlib.study import config
     monkeypatch.chdir(tmp_path)  # as a notebook opened in notebooks/ would be
     cfg = validate({"store": "artifacts", "data_root": "../shared/data/x", "reports": str(tmp_path / "r")})
     assert cfg.store_path == config.REPO_ROOT / "artifacts"

@@ -8,9 +8,13 @@ import torch
 import torchvision
 from PIL import Image
 
-from ptqlib import datasets_disk
-from ptqlib.config import ConfigError, validate
-from ptqlib.data import channel_stats, load_dataset
+from ptqlib.data import disk as datasets_disk
+from ptqlib.errors import ConfigError
+from ptqlib.study.config import validate
+from ptqlib.data.images import channel_stats, load_dataset
+from ptqlib.runtime.store import Store
+from ptqlib.study.jobs import load_data
+from ptqlib.study.plan import data_spec
 
 
 @pytest.fixture(autouse=True)
@@ -20,8 +24,14 @@ def fake_cifar_checksums(monkeypatch):
 
 
 def config(tmp_path, dataset, root, **kw):
-    return validate({"dataset": dataset, "arch": "resnet18", "data_root": str(root), "methods": ["rtn"],
-                     "store": str(tmp_path / "store"), **kw})
+    """`load_dataset`'s keyword arguments as a study would pass them (the store under tmp_path)."""
+    return {"dataset": dataset, "root": root, "store": tmp_path / "store", "verify": False, **kw}
+
+
+def disk(options: dict) -> dict:
+    """The subset of `config(...)` that `check_available` takes."""
+    return {k: options[k] for k in ("root", "store", "verify") if k in options} | (
+        {"image_size": options["image_size"]} if "image_size" in options else {})
 
 
 # ---------------------------------------------------------------- CIFAR
@@ -50,7 +60,7 @@ def fake_cifar10(root, per_batch=6, test=5):
 
 def test_cifar10_layout(tmp_path):
     root = fake_cifar10(tmp_path / "data")
-    data = load_dataset(config(tmp_path, "cifar10", root))
+    data = load_dataset(**config(tmp_path, "cifar10", root))
     assert data.x_train.shape == (30, 3, 32, 32) and data.x_train.dtype == torch.uint8
     assert data.x_test.shape == (5, 3, 32, 32) and data.y_train.dtype == torch.int64
     assert data.num_classes == 10 and data.shape == (3, 32, 32)
@@ -68,7 +78,7 @@ def test_cifar10_layout(tmp_path):
 
 def test_cifar_subsets_take_the_first_examples(tmp_path):
     root = fake_cifar10(tmp_path / "data")
-    data = load_dataset(config(tmp_path, "cifar10", root, train_subset=8, test_subset=2))
+    data = load_dataset(**config(tmp_path, "cifar10", root, train_subset=8, test_subset=2))
     assert data.x_train[:, 0, 0, 0].tolist() == list(range(8))
     assert data.y_test.tolist() == [3, 4]
     assert data.mean[0] == pytest.approx(3.5 / 255, abs=1e-6)  # statistics of the pool in use
@@ -78,8 +88,8 @@ def test_cifar_image_size_resizes_like_an_image_folder(tmp_path):
     """image_size resizes CIFAR's arrays with PIL's bilinear filter, as ImageFolder files are resized;
     a resized copy is another dataset (its own identity and cache entry)."""
     root = fake_cifar10(tmp_path / "data")
-    full = load_dataset(config(tmp_path, "cifar10", root))
-    small = load_dataset(config(tmp_path, "cifar10", root, image_size=16))
+    full = load_dataset(**config(tmp_path, "cifar10", root))
+    small = load_dataset(**config(tmp_path, "cifar10", root, image_size=16))
     assert small.x_train.shape == (30, 3, 16, 16) and small.x_test.shape == (5, 3, 16, 16)
     assert small.x_train.dtype == torch.uint8 and small.y_train.tolist() == full.y_train.tolist()
     expected = np.asarray(Image.fromarray(full.x_train[7].permute(1, 2, 0).numpy()).resize((16, 16), Image.BILINEAR))
@@ -90,7 +100,7 @@ def test_cifar_image_size_resizes_like_an_image_folder(tmp_path):
 
 def test_cifar_root_may_be_the_dataset_folder_itself(tmp_path):
     root = fake_cifar10(tmp_path / "data")
-    data = load_dataset(config(tmp_path, "cifar10", root / "cifar-10-batches-py"))
+    data = load_dataset(**config(tmp_path, "cifar10", root / "cifar-10-batches-py"))
     assert len(data.y_train) == 30
 
 
@@ -101,14 +111,14 @@ def test_cifar100_uses_fine_labels(tmp_path):
     for split, fine in (("train", [99, 0, 42, 7]), ("test", [5, 6, 7, 8])):
         entry = {"data": x, "fine_labels": fine, "coarse_labels": [1, 1, 1, 1]}
         (folder / split).write_bytes(pickle.dumps(entry))
-    data = load_dataset(config(tmp_path, "cifar100", tmp_path / "data"))
+    data = load_dataset(**config(tmp_path, "cifar100", tmp_path / "data"))
     assert data.num_classes == 100
     assert data.y_train.tolist() == [99, 0, 42, 7] and data.y_test.tolist() == [5, 6, 7, 8]
 
 
 def test_missing_cifar_folder_is_one_clear_line(tmp_path):
     with pytest.raises(ConfigError) as err:
-        load_dataset(config(tmp_path, "cifar10", tmp_path / "nowhere"))
+        load_dataset(**config(tmp_path, "cifar10", tmp_path / "nowhere"))
     msg = str(err.value)
     assert "\n" not in msg
     assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in msg
@@ -120,7 +130,7 @@ def test_missing_cifar_file_is_named(tmp_path):
     root = fake_cifar10(tmp_path / "data")
     (root / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(ConfigError, match="lacks data_batch_3"):
-        datasets_disk.check_available(config(tmp_path, "cifar10", root))
+        datasets_disk.check_available("cifar10", **disk(config(tmp_path, "cifar10", root)))
 
 
 @pytest.mark.parametrize("content", [
@@ -137,7 +147,7 @@ def test_malformed_cifar_file_is_named(tmp_path, content):
     # unverified (fake pickles): torchvision's reader fails, the folder is named, before any training
     with pytest.raises(ConfigError, match="could not be read by torchvision's CIFAR10|expected uint8 images and "
                                           "one label in 0..9") as err:
-        datasets_disk.check_available(config(tmp_path, "cifar10", root))
+        datasets_disk.check_available("cifar10", **disk(config(tmp_path, "cifar10", root)))
     assert str(bad.parent) in str(err.value) and "\n" not in str(err.value)
     # verified (real data): the MD5 check names the very file
     with pytest.raises(ConfigError, match="fails torchvision's MD5 check") as err:
@@ -207,7 +217,7 @@ def fake_tinyimagenet(root, per_class=3):
 
 def test_tinyimagenet_layout(tmp_path):
     root = fake_tinyimagenet(tmp_path / "data")
-    data = load_dataset(config(tmp_path, "tinyimagenet", root))
+    data = load_dataset(**config(tmp_path, "tinyimagenet", root))
     assert data.x_train.shape == (9, 3, 64, 64) and data.x_train.dtype == torch.uint8
     assert data.x_test.shape == (4, 3, 64, 64) and data.num_classes == 3
     # classes sorted by wnid: n01443537 -> 0, n02000000 -> 1, n09999999 -> 2, in both splits
@@ -221,7 +231,7 @@ def test_tinyimagenet_layout(tmp_path):
 
 def test_tinyimagenet_subset_keeps_every_class(tmp_path):
     root = fake_tinyimagenet(tmp_path / "data")
-    data = load_dataset(config(tmp_path, "tinyimagenet", root, train_subset=3, test_subset=2))
+    data = load_dataset(**config(tmp_path, "tinyimagenet", root, train_subset=3, test_subset=2))
     assert sorted(data.y_train.tolist()) == [0, 1, 2]
     assert len(data.y_test) == 2
 
@@ -229,10 +239,10 @@ def test_tinyimagenet_subset_keeps_every_class(tmp_path):
 def test_tinyimagenet_is_decoded_once(tmp_path, monkeypatch):
     root = fake_tinyimagenet(tmp_path / "data")
     cfg = config(tmp_path, "tinyimagenet", root)
-    first = load_dataset(cfg)
+    first = load_dataset(**cfg)
     assert len(list((tmp_path / "store" / "dataset").glob("*/images.pt"))) == 1
     monkeypatch.setattr(datasets_disk, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
-    again = load_dataset(cfg)
+    again = load_dataset(**cfg)
     assert torch.equal(first.x_train, again.x_train) and torch.equal(first.y_test, again.y_test)
 
 
@@ -240,7 +250,7 @@ def test_tinyimagenet_missing_annotations(tmp_path):
     root = fake_tinyimagenet(tmp_path / "data")
     (root / "tiny-imagenet-200" / "val" / "val_annotations.txt").unlink()
     with pytest.raises(ConfigError, match="val_annotations.txt not found.*tiny-imagenet-200.zip"):
-        load_dataset(config(tmp_path, "tinyimagenet", root))
+        load_dataset(**config(tmp_path, "tinyimagenet", root))
 
 
 def test_tinyimagenet_malformed_image_is_named(tmp_path):
@@ -248,7 +258,7 @@ def test_tinyimagenet_malformed_image_is_named(tmp_path):
     bad = root / "tiny-imagenet-200" / "val" / "images" / "val_2.JPEG"
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(ConfigError) as err:
-        load_dataset(config(tmp_path, "tinyimagenet", root))
+        load_dataset(**config(tmp_path, "tinyimagenet", root))
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
 
 
@@ -268,7 +278,7 @@ def fake_imagefolder(root, size=(12, 10)):
 
 def test_imagefolder_layout(tmp_path):
     root = fake_imagefolder(tmp_path / "mydata")
-    data = load_dataset(config(tmp_path, "imagefolder", root))
+    data = load_dataset(**config(tmp_path, "imagefolder", root))
     assert data.x_train.shape == (6, 3, 10, 12) and data.x_train.dtype == torch.uint8  # (N, C, H, W)
     assert data.num_classes == 3
     # classes sorted by folder name: ant 0, bee 1, cat 2; red channel = 50 * class + index
@@ -280,7 +290,7 @@ def test_imagefolder_layout(tmp_path):
 
 def test_imagefolder_resize_and_subset(tmp_path):
     root = fake_imagefolder(tmp_path / "mydata")
-    data = load_dataset(config(tmp_path, "imagefolder", root, image_size=8, train_subset=3))
+    data = load_dataset(**config(tmp_path, "imagefolder", root, image_size=8, train_subset=3))
     assert data.x_train.shape == (3, 3, 8, 8) and data.x_test.shape == (3, 3, 8, 8)
     assert sorted(data.y_train.tolist()) == [0, 1, 2]
 
@@ -289,7 +299,7 @@ def test_imagefolder_mixed_sizes_need_image_size(tmp_path):
     root = fake_imagefolder(tmp_path / "mydata")
     Image.new("RGB", (20, 20)).save(root / "test" / "ant" / "odd.png")
     with pytest.raises(ConfigError, match="odd.png is 20x20 pixels.*image_size"):
-        load_dataset(config(tmp_path, "imagefolder", root))
+        load_dataset(**config(tmp_path, "imagefolder", root))
 
 
 def test_imagefolder_missing_split(tmp_path):
@@ -298,16 +308,16 @@ def test_imagefolder_missing_split(tmp_path):
 
     shutil.rmtree(root / "test")
     with pytest.raises(ConfigError) as err:
-        load_dataset(config(tmp_path, "imagefolder", root))
+        load_dataset(**config(tmp_path, "imagefolder", root))
     assert str(root / "test") in str(err.value) and "train/<class>" in str(err.value)
 
 
 def test_dataset_identity_separates_subsets_and_folders(tmp_path):
-    a = datasets_disk.dataset_identity(config(tmp_path, "cifar10", "x", train_subset=100))
-    b = datasets_disk.dataset_identity(config(tmp_path, "cifar10", "y", train_subset=200))
+    a = datasets_disk.dataset_identity("cifar10", root="x", train_subset=100)
+    b = datasets_disk.dataset_identity("cifar10", root="y", train_subset=200)
     assert a != b
-    c = datasets_disk.dataset_identity(config(tmp_path, "imagefolder", tmp_path / "one"))
-    d = datasets_disk.dataset_identity(config(tmp_path, "imagefolder", tmp_path / "two"))
+    c = datasets_disk.dataset_identity("imagefolder", root=tmp_path / "one")
+    d = datasets_disk.dataset_identity("imagefolder", root=tmp_path / "two")
     assert c != d
 
 
@@ -321,7 +331,7 @@ def test_bad_image_fails_validation_before_any_training(tmp_path, damage):
     else:
         bad.write_text("not an image at all")
     with pytest.raises(ConfigError) as err:
-        datasets_disk.check_available(config(tmp_path, "imagefolder", root))
+        datasets_disk.check_available("imagefolder", **disk(config(tmp_path, "imagefolder", root)))
     assert str(bad) in str(err.value) and "\n" not in str(err.value)
     assert not list((tmp_path / "store").glob("dataset/*/images.pt"))  # nothing cached
 
@@ -329,10 +339,10 @@ def test_bad_image_fails_validation_before_any_training(tmp_path, damage):
 def test_check_available_decodes_once_into_the_cache(tmp_path, monkeypatch):
     root = fake_imagefolder(tmp_path / "mydata")
     cfg = config(tmp_path, "imagefolder", root)
-    folder = datasets_disk.check_available(cfg)
+    folder = datasets_disk.check_available(cfg["dataset"], **disk(cfg))
     assert (folder / "images.pt").is_file()
     monkeypatch.setattr(datasets_disk, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
-    assert load_dataset(cfg).x_train.shape == (6, 3, 10, 12)
+    assert load_dataset(**cfg).x_train.shape == (6, 3, 10, 12)
 
 
 def test_cli_stops_on_a_bad_image_with_exit_2(tmp_path, cli):
@@ -349,11 +359,12 @@ def test_cli_stops_on_a_bad_image_with_exit_2(tmp_path, cli):
     assert not (tmp_path / "reports").exists() and not (tmp_path / "store" / "train").exists()
 
 
-def test_plain_arguments_match_the_config_entry_points(tmp_path):
+def test_the_study_path_loads_what_plain_arguments_load(tmp_path):
     root = fake_imagefolder(tmp_path / "mydata")
-    cfg = config(tmp_path, "imagefolder", root, image_size=8, train_subset=4)
-    a = load_dataset(cfg)
+    cfg = validate({"dataset": "imagefolder", "arch": "resnet18", "data_root": str(root), "methods": ["rtn"],
+                    "store": str(tmp_path / "store"), "image_size": 8, "train_subset": 4})
+    spec = data_spec(cfg)
+    a = load_data(spec, Store(cfg.store_path))
     b = load_dataset("imagefolder", root=root, store=tmp_path / "store", image_size=8, train_subset=4)
     assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test) and torch.equal(a.mean, b.mean)
-    assert datasets_disk.dataset_identity(cfg) == datasets_disk.dataset_identity(
-        "imagefolder", train_subset=4, root=root, image_size=8)
+    assert spec.identity() == datasets_disk.dataset_identity("imagefolder", train_subset=4, root=root, image_size=8)

@@ -5,12 +5,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptqlib import pipeline
-from ptqlib.config import validate
-from ptqlib.executor import JobError, run_jobs
-from ptqlib.jobs import TrainJob
-from ptqlib.plan import executor_options, plan
-from ptqlib.store import Store
+from ptqlib.study import stages as pipeline
+from ptqlib.study.config import validate
+from ptqlib.runtime.executor import JobError, run_jobs
+from ptqlib.study.jobs import TrainJob
+from ptqlib.study.plan import executor_options, plan_study
+from ptqlib.runtime.store import Store
 
 BASE = dict(num_targets=1, num_shadows=4, epochs=2, methods=["rtn"], bits=[2], last_layer_bits=[None],
             attacks=["online", "global"], threads=1, worker_threads=1, workers=2, executor="serial")
@@ -45,7 +45,7 @@ def test_backends_give_identical_artifacts_and_metrics(serial_run, tmp_path, exe
 
 def test_failing_job_surfaces_with_key_and_traceback_and_only_it_reruns(tmp_path, monkeypatch):
     cfg = validate({**BASE, "store": str(tmp_path / "store")})
-    jobs = list(plan(cfg).shadows)
+    jobs = list(plan_study(cfg).shadows)
     bad = jobs[2]
     real = TrainJob.compute
 

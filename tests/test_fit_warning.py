@@ -2,9 +2,10 @@
 import pytest
 import torch
 
-from ptqlib.data import load_digits_data, target_mask
-from ptqlib.models import DigitsCNN
-from ptqlib.training import accuracy, fit_warning, train_model
+from ptqlib.data.images import load_digits_data
+from ptqlib.data.masks import target_mask
+from ptqlib.models.zoo import DigitsCNN
+from ptqlib.models.training import accuracy, fit_warning, train_model
 
 torch.set_num_threads(1)
 DATA = load_digits_data()

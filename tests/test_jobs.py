@@ -4,10 +4,10 @@ import dataclasses
 import pytest
 import torch
 
-from ptqlib import config
-from ptqlib.config import validate
-from ptqlib.plan import plan
-from ptqlib.store import Store
+from ptqlib.study import config
+from ptqlib.study.config import validate
+from ptqlib.study.plan import plan_study
+from ptqlib.runtime.store import Store
 
 # Keys that say where or how fast the study runs, or only shape the report: never part of a job's key.
 NOT_A_RESULT = {"name", "store", "reports", "device", "threads", "executor", "workers", "worker_threads",
@@ -56,7 +56,7 @@ def _other_value(name: str, value):
 
 
 def _keys(cfg) -> dict[str, list[str]]:
-    return {stage: [j.key for j in jobs] for stage, jobs in plan(cfg).stages.items()}
+    return {stage: [j.key for j in jobs] for stage, jobs in plan_study(cfg).stages.items()}
 
 
 @pytest.mark.parametrize("name", config.FIELD_NAMES)
@@ -70,10 +70,10 @@ def test_every_key_reaches_a_job_key_or_is_declared_not_a_result(name):
 
 def test_jobs_ignore_keys_they_do_not_read():
     base = validate({})
-    p = plan(base)
+    p = plan_study(base)
     # training does not read quantization or attack keys; RTN reads no calibration keys; a query in
     # identity mode reads neither shift nor count
-    other = plan(validate({"adaround_iters": 5, "calib_samples": 100, "obc_damp": 0.0, "query_shift": 3,
+    other = plan_study(validate({"adaround_iters": 5, "calib_samples": 100, "obc_damp": 0.0, "query_shift": 3,
                            "query_count": 4, "attacks": ["online"], "brecq_lambda": 0.5}))
     assert [j.key for j in p.targets + p.shadows] == [j.key for j in other.targets + other.shadows]
     rtn = [j.key for j in p.quantized_targets if j.method == "rtn"]
@@ -81,7 +81,7 @@ def test_jobs_ignore_keys_they_do_not_read():
     identity = [q.key for q in p.queries if q.model.kind == "train"]
     assert identity == [q.key for q in other.queries if q.model.kind == "train"]
     # AdaRound reads its own lambda, BRECQ its own
-    ada = plan(validate({"adaround_lambda": 0.001}))
+    ada = plan_study(validate({"adaround_lambda": 0.001}))
     by_method = lambda pl, m: [j.key for j in pl.quantized_targets if j.method == m]  # noqa: E731
     assert by_method(ada, "adaround") != by_method(p, "adaround") and by_method(ada, "brecq") == by_method(p, "brecq")
     assert by_method(ada, "obc") == by_method(p, "obc")
@@ -92,8 +92,8 @@ def test_same_job_from_two_configs_gives_the_same_result(tmp_path):
     one key, and running each in its own store gives bit-identical files."""
     small = dict(num_targets=1, num_shadows=4, epochs=2, methods=["rtn"], bits=[2], last_layer_bits=[None],
                  threads=1)
-    a = plan(validate({**small, "adaround_iters": 7, "queries": "shift", "attacks": ["online"]}))
-    b = plan(validate({**small, "obc_damp": 0.5, "calib_samples": 64, "executor": "serial", "workers": 1}))
+    a = plan_study(validate({**small, "adaround_iters": 7, "queries": "shift", "attacks": ["online"]}))
+    b = plan_study(validate({**small, "obc_damp": 0.5, "calib_samples": 64, "executor": "serial", "workers": 1}))
     for ja, jb in ((a.targets[0], b.targets[0]), (a.quantized_targets[0], b.quantized_targets[0])):
         assert ja == jb and ja.key == jb.key
     sa, sb = Store(tmp_path / "a"), Store(tmp_path / "b")
@@ -107,7 +107,7 @@ def test_same_job_from_two_configs_gives_the_same_result(tmp_path):
 
 
 def test_job_records_are_frozen_and_rebuildable_from_their_params():
-    job = plan(validate({"methods": ["adaround"], "bits": [2], "last_layer_bits": [None]})).quantized_targets[0]
+    job = plan_study(validate({"methods": ["adaround"], "bits": [2], "last_layer_bits": [None]})).quantized_targets[0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.method = "rtn"
     assert dict(job.options) == {"adaround_iters": 300, "adaround_lr": 0.03, "adaround_lambda": 0.01}
@@ -116,9 +116,9 @@ def test_job_records_are_frozen_and_rebuildable_from_their_params():
 
 
 def test_plan_passes_each_method_only_options_it_reads():
-    from ptqlib.plan import METHOD_KEYS
-    from ptqlib.ptq import METHOD_NAMES, method_option_names
-    assert set(METHOD_KEYS) == set(METHOD_NAMES)
+    from ptqlib.study.plan import METHOD_KEYS
+    from ptqlib.ptq import QUANTIZERS, method_option_names
+    assert set(METHOD_KEYS) == set(QUANTIZERS)
     for method, keys in METHOD_KEYS.items():
         assert set(keys) <= set(method_option_names(method)), method
         assert all(k in config.FIELD_NAMES for k in keys), method

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm, spearmanr
 
-from ptqlib import lira, metrics
+from ptqlib.attacks import lira
+from ptqlib.results import metrics
 
 from reference_lira import attack, slow_lira, split_in_out
 
@@ -90,7 +91,7 @@ def test_fixed_and_per_example_variance_agree_with_one_shared_std():
     auc = {name: metrics.attack_metrics(lira.score_attack(stats, target, name), member)["auc"]
            for name in ("online", "online_fixed", "online_fixed_residual")}
     assert max(auc.values()) - min(auc.values()) < 0.005, auc
-    scores = lira.run_attacks(stats, target, ["online", "online_fixed_residual"])
+    scores = lira.score_attacks(stats, target, ["online", "online_fixed_residual"])
     assert spearmanr(scores["online"], scores["online_fixed_residual"])[0] > 0.99
 
 
@@ -135,7 +136,7 @@ def test_every_variant_matches_slow_reference(kind, seed, monkeypatch):
     monkeypatch.setattr(lira, "_BLOCK", 16)  # several blocks, the last one partial
     shadow, keep, target = small_case(kind, seed)
     stats = lira.fit_shadow_stats(shadow, keep)
-    fast = lira.run_attacks(stats, target, list(lira.VARIANTS))
+    fast = lira.score_attacks(stats, target, list(lira.VARIANTS))
     for name in lira.VARIANTS:
         expected = slow_lira(name, shadow, keep, target)
         np.testing.assert_allclose(fast[name], expected, rtol=1e-9, atol=1e-9, err_msg=name)
@@ -143,11 +144,11 @@ def test_every_variant_matches_slow_reference(kind, seed, monkeypatch):
 
 
 def test_every_attack_has_a_label_and_is_a_config_value():
-    # every LiRA variant plus RMIA (dispatched by ptqlib.threat) has a label and is a valid config value
-    from ptqlib.config import ATTACKS as CONFIG_ATTACKS
+    # every LiRA variant plus RMIA (dispatched by ptqlib.attacks.threat) has a label and is a valid config value
+    from ptqlib.study.config import ATTACKS as CONFIG_ATTACKS
     assert set(lira.ATTACK_LABELS) == set(lira.VARIANTS) | {"rmia"} == set(CONFIG_ATTACKS)
     shadow, keep, target = small_case("unbalanced", 2)
-    np.testing.assert_array_equal(lira.run_attacks(None, target, ["global"])["global"], target.mean(axis=1))
+    np.testing.assert_array_equal(lira.score_attacks(None, target, ["global"])["global"], target.mean(axis=1))
 
 
 @pytest.mark.parametrize("exclude", [0, 5, [1, 6]])
@@ -156,7 +157,7 @@ def test_excluding_models_equals_slicing_them_away(exclude, monkeypatch):
     monkeypatch.setattr(lira, "_BLOCK", 16)
     shadow, keep, target = small_case("balanced", 3)
     others = np.setdiff1d(np.arange(len(shadow)), exclude)
-    with_exclude = lira.run_attacks(lira.fit_shadow_stats(shadow, keep, exclude=exclude), target, list(lira.VARIANTS))
+    with_exclude = lira.score_attacks(lira.fit_shadow_stats(shadow, keep, exclude=exclude), target, list(lira.VARIANTS))
     for name in lira.VARIANTS:
         np.testing.assert_allclose(with_exclude[name], slow_lira(name, shadow[others], keep[others], target),
                                    rtol=1e-9, atol=1e-9, err_msg=name)
@@ -178,7 +179,7 @@ def test_errors_say_what_is_wrong():
     shadow, keep, target = small_case("balanced", 0)
     stats = lira.fit_shadow_stats(shadow, keep)
     with pytest.raises(ValueError, match=r"\(N, Q\)"):
-        lira.run_attacks(stats, target[:, :2])
+        lira.score_attacks(stats, target[:, :2])
     with pytest.raises(ValueError, match="unknown attack"):
         lira.score_attack(stats, target, "onlin")
 

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ptqlib.data import augment_batch, balanced_masks, query_views, shift_flip, target_mask, view_seed
+from ptqlib.data.views import augment_batch, query_views, shift_flip, view_seed
+from ptqlib.data.masks import balanced_masks, target_mask
 
 
 @pytest.mark.parametrize("m,n", [(4, 7), (32, 1347), (64, 500)])
@@ -136,7 +137,7 @@ def test_view_seed_differs_between_models_and_unknown_mode_names_the_valid_ones(
 
 
 def test_paired_masks_balanced_for_every_even_m_and_nested():
-    from ptqlib.data import paired_mask
+    from ptqlib.data.masks import paired_mask
     n = 101
     masks = np.stack([paired_mask(7, i, n) for i in range(12)])
     for m in (2, 4, 8, 12):
@@ -146,12 +147,12 @@ def test_paired_masks_balanced_for_every_even_m_and_nested():
 
 
 def test_raising_m_with_paired_masks_reuses_every_shadow():
-    from ptqlib.config import validate
-    from ptqlib.plan import plan
-    small = plan(validate({"shadow_masks": "paired", "num_shadows": 8})).shadows
-    large = plan(validate({"shadow_masks": "paired", "num_shadows": 16})).shadows
+    from ptqlib.study.config import validate
+    from ptqlib.study.plan import plan_study
+    small = plan_study(validate({"shadow_masks": "paired", "num_shadows": 8})).shadows
+    large = plan_study(validate({"shadow_masks": "paired", "num_shadows": 16})).shadows
     assert [j.key for j in small] == [j.key for j in large[:8]]
     # with the reference's argsort design every mask (so every job) changes with M
-    a8 = plan(validate({"num_shadows": 8})).shadows
-    a16 = plan(validate({"num_shadows": 16})).shadows
+    a8 = plan_study(validate({"num_shadows": 8})).shadows
+    a16 = plan_study(validate({"num_shadows": 16})).shadows
     assert not set(j.key for j in a8) & set(j.key for j in a16)

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ptqlib import metrics
+from ptqlib.results import metrics
 
 
 def test_tpr_at_fpr_uses_strictly_lower_fprs_only():

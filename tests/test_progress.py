@@ -1,11 +1,11 @@
 """The progress line counts jobs: every finished job once, resumed jobs at once, under each executor."""
 import pytest
 
-from ptqlib import pipeline
-from ptqlib.config import validate
-from ptqlib.plan import plan
+from ptqlib.study import stages as pipeline
+from ptqlib.study.config import validate
+from ptqlib.study.plan import plan_study
 from ptqlib.runner import StageProgress
-from ptqlib.store import Store
+from ptqlib.runtime.store import Store
 
 SMALL = dict(num_targets=1, num_shadows=4, epochs=1, methods=["rtn"], bits=[4], last_layer_bits=[None],
              threads=1, worker_threads=1, workers=2)
@@ -31,7 +31,7 @@ def test_stage_line_counts_finished_and_resumed_jobs(tmp_path, monkeypatch, exec
     monkeypatch.setattr(pipeline, "progress", lambda **kw: bars.append(Bar(**kw)) or bars[-1])
     cfg = validate({**SMALL, "store": str(tmp_path / "s"), "executor": executor})
     store = Store(cfg.store_path)
-    shadows = list(plan(cfg).shadows)
+    shadows = list(plan_study(cfg).shadows)
     shadows[0].run(store)  # finished before the stage starts: a resumed run
     pipeline.run_stage_jobs(cfg, store, shadows, "train shadows")
     bar = bars[-1]
@@ -44,7 +44,7 @@ def test_stage_line_counts_finished_and_resumed_jobs(tmp_path, monkeypatch, exec
 def test_terminal_line_reads_the_store(tmp_path):
     cfg = validate({**SMALL, "store": str(tmp_path / "s"), "executor": "serial"})
     store = Store(cfg.store_path)
-    shadows = list(plan(cfg).shadows)
+    shadows = list(plan_study(cfg).shadows)
     shadows[1].run(store)
     with StageProgress(store, shadows, "[2/5] shadows", interval=0.05) as line:
         assert (line.bar.total, line.bar.n) == (4, 1)

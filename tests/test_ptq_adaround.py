@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from ptqlib.models import DigitsCNN, quantizable_layers
+from ptqlib.models.zoo import DigitsCNN, quantizable_layers
 from ptqlib.ptq import fit_grid, quantize_model, round_to_nearest
 from ptqlib.ptq.reconstruction import (Adam, Rounding, autograd_loss_and_grads, beta_at, initial_logits,
                                        layer_forward, layer_loss_and_grads, reconstruct, rectified_sigmoid,

@@ -4,7 +4,7 @@ import copy
 import torch
 from torch import nn
 
-from ptqlib.models import quantizable_layers, reconstruction_units
+from ptqlib.models.zoo import quantizable_layers, reconstruction_units
 from ptqlib.ptq.bn import conv_bn_pairs, fold_batchnorm, reestimate_batchnorm
 from ptqlib.ptq.brecq import soft_weights
 from ptqlib.ptq import quantize_model

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ptqlib.models import DigitsCNN, unit_of
+from ptqlib.models.zoo import DigitsCNN, unit_of
 from ptqlib.ptq import Grid, fit_grid, quantize_model
 from ptqlib.ptq.obc import HessianAccumulator, fp_hessians, gptq_layer, inverse, layer_samples, obq_layer, obq_rows
 from reference_obq import obq_reference

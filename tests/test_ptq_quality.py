@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ptqlib.config import StudyConfig
-from ptqlib.data import load_digits_data
-from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.plan import plan as study_plan, quantize_job
+from ptqlib.study.config import StudyConfig
+from ptqlib.data.images import load_digits_data
+from ptqlib.models.zoo import DigitsCNN, quantizable_layers
+from ptqlib.study.plan import plan_study as study_plan, quantize_job
 from ptqlib.ptq import layer_bits_plan, quantize_model
-from ptqlib.training import accuracy, train_model
+from ptqlib.models.training import accuracy, train_model
 
 TARGETS = 2
 METHODS = ("rtn", "adaround", "brecq", "obc")

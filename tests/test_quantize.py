@@ -3,8 +3,8 @@ import copy
 import pytest
 import torch
 
-from ptqlib.models import DigitsCNN, quantizable_layers
-from ptqlib.ptq import (METHOD_NAMES, METHODS, Grid, fit_grid, layer_bits_plan, n_levels, quantize_model,
+from ptqlib.models.zoo import DigitsCNN, quantizable_layers
+from ptqlib.ptq import (QUANTIZERS, Grid, fit_grid, layer_bits_plan, n_levels, quantize_model,
                         recipe_label)
 
 
@@ -77,7 +77,7 @@ def test_layer_plan_last_first_and_overrides():
     names = ["a", "b", "c", "d"]
     assert layer_bits_plan(names, 2) == {"a": 2, "b": 2, "c": 2, "d": 2}
     assert layer_bits_plan(names, 1.58, last_layer_bits=8) == {"a": 1.58, "b": 1.58, "c": 1.58, "d": 8}
-    assert layer_bits_plan(names, 2, first_layer_bits=8, overrides={"b": 4}) == {"a": 8, "b": 4, "c": 2, "d": 2}
+    assert layer_bits_plan(names, 2, overrides={"a": 8, "b": 4}) == {"a": 8, "b": 4, "c": 2, "d": 2}
     with pytest.raises(KeyError, match="unknown layer 'x'"):
         layer_bits_plan(names, 2, overrides={"x": 4})
 
@@ -99,7 +99,7 @@ def test_quantize_model_last_layer_only_and_fp_untouched():
             assert qweights[name].grid.levels == 256 and distinct > 3
         else:
             assert qweights[name].grid.levels == 3 and distinct <= 3
-    assert "rtn" in METHODS
+    assert "rtn" in QUANTIZERS
     assert recipe_label("rtn", 1.58, 8) == "rtn 1.58b + 8b last" and recipe_label("fp32", 32) == "fp32"
 
 
@@ -108,12 +108,12 @@ def test_option_table_is_what_each_method_accepts():
     catch-all stands for the shared rounding options), and quantize_model rejects a misspelt one."""
     import inspect
 
-    from ptqlib.ptq import METHODS, method_option_names
+    from ptqlib.ptq import method_option_names
     from ptqlib.ptq.reconstruction import ROUNDING_OPTIONS
 
-    assert METHOD_NAMES == ("rtn", "adaround", "brecq", "obc", "gptq")
-    for method in METHOD_NAMES:
-        params = inspect.signature(METHODS[method]).parameters.values()
+    assert tuple(QUANTIZERS) == ("rtn", "adaround", "brecq", "obc", "gptq")
+    for method in QUANTIZERS:
+        params = inspect.signature(QUANTIZERS[method]).parameters.values()
         accepted = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
         if any(p.kind is p.VAR_KEYWORD for p in params):
             accepted |= set(ROUNDING_OPTIONS)

@@ -1,14 +1,15 @@
 """A small slice of the real-image preset end to end, on the real CIFAR-10 photographs when present."""
 import pytest
 
-from ptqlib import config, pipeline
-from ptqlib.store import Store
+from ptqlib.study import config, presets
+from ptqlib.study import stages as pipeline
+from ptqlib.runtime.store import Store
 
 PRESET = config.REPO_ROOT / "params" / "cifar10-10k.yaml"
 
 
 def test_real_image_slice_runs_end_to_end(tmp_path):
-    raw = config.read_preset(PRESET)
+    raw = presets.read_preset(PRESET)
     if not config.resolve_path(raw["data_root"]).is_dir():
         pytest.skip(f"{raw['data_root']} (resolved from the repository root) is absent: the real images are "
                     "optional, see ../shared/data/README.md")

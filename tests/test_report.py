@@ -10,8 +10,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from ptqlib import analysis, config, metrics, pipeline, report  # noqa: E402
-from ptqlib.store import Store  # noqa: E402
+from ptqlib.results import tables as analysis
+from ptqlib.results import figures, finding
+from ptqlib.study import config, presets
+from ptqlib.results import metrics
+from ptqlib.study import stages as pipeline
+from ptqlib.results import index as report  # noqa: E402
+from ptqlib.runner import PAGES  # noqa: E402
+from ptqlib.runtime.store import Store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def smoke(tmp_path_factory):
     """The smoke study built once per session (run_all is idempotent), and its attack results."""
     store = tmp_path_factory.getbasetemp() / "smoke_store"
-    cfg = config.validate({**config.read_preset(ROOT / "params" / "smoke.yaml"), "store": str(store),
+    cfg = config.validate({**presets.read_preset(ROOT / "params" / "smoke.yaml"), "store": str(store),
                            "reports": str(tmp_path_factory.getbasetemp() / "reports"), "name": "smoke"})
     pipeline.run_all(cfg)
     results, arrays = pipeline.load_attack_results(cfg, Store(cfg.store))
@@ -30,10 +36,10 @@ def smoke(tmp_path_factory):
 def _figures(smoke):
     cfg, results, arrays, table = smoke
     summary = analysis.summary(results, 50)
-    return {"leakage_by_bits": analysis.leakage_by_bits(results, arrays, table=table),
-            "privacy_utility": analysis.privacy_utility_plot(
+    return {"leakage_by_bits": figures.leakage_by_bits(results, arrays, table=table),
+            "privacy_utility": figures.privacy_utility_plot(
                 summary, "online", reference=analysis.paper_reference("cifar100", "resnet18")),
-            "roc_panels": analysis.roc_panels(results, arrays)}
+            "roc_panels": figures.roc_panels(results, arrays)}
 
 
 def test_every_report_figure_renders_with_labels_and_short_legends(smoke):
@@ -45,7 +51,7 @@ def test_every_report_figure_renders_with_labels_and_short_legends(smoke):
             assert ax.get_xlabel(), f"{name}: an axis without an x label"
             legend = ax.get_legend()
             if legend is not None:
-                assert len(legend.get_texts()) <= analysis.MAX_LEGEND_ENTRIES, name
+                assert len(legend.get_texts()) <= figures.MAX_LEGEND_ENTRIES, name
         assert fig.axes[0].get_ylabel(), f"{name}: no y label"
         matplotlib.pyplot.close(fig)
 
@@ -64,8 +70,8 @@ def test_leakage_table_is_the_pooled_roc_of_each_recipe(smoke):
 
 def test_finding_on_the_smoke_study_quotes_its_table(smoke):
     table = smoke[3]
-    sentence = analysis.finding(table)
-    fpr, _ = analysis.headline_fpr(table)
+    sentence = finding.finding(table)
+    fpr, _ = finding.headline_fpr(table)
     fp = table[table["method"] == "fp32"].iloc[0]
     assert f"{100 * fp[f'tpr@{fpr:g}']:.1f}%" in sentence and f"pooled over {int(fp['targets'])} targets" in sentence
     quoted = {float(x) for x in re.findall(r"(\d+\.\d)%", sentence)}
@@ -84,7 +90,7 @@ def leakage_rows(n_nonmembers):
 
 
 def test_finding_names_the_best_affordable_recipe_and_the_lowest_leak():
-    sentence = analysis.finding(leakage_rows(5392))  # 8 x 674 digits non-members: resolves 1%, not 0.1%
+    sentence = finding.finding(leakage_rows(5392))  # 8 x 674 digits non-members: resolves 1%, not 0.1%
     assert sentence.startswith("Under LiRA online, 1.58-bit AdaRound cuts TPR@1%FPR from 6.4% (FP32) to 1.4% "
                                "(pooled over 8 targets) at \u22120.3 pt accuracy.")
     assert "The lowest leak, 0.5%, comes from 1.58-bit RTN at \u22129.0 pt accuracy." in sentence
@@ -92,24 +98,24 @@ def test_finding_names_the_best_affordable_recipe_and_the_lowest_leak():
 
 
 def test_finding_uses_the_lowest_resolvable_fpr_and_says_indicative_when_none_is():
-    assert "TPR@0.1%FPR from 1.6%" in analysis.finding(leakage_rows(100_000))  # 100 false positives at 0.1%
-    thin = analysis.finding(leakage_rows(674))  # one target's non-members: 6.7 false positives at 1%
+    assert "TPR@0.1%FPR from 1.6%" in finding.finding(leakage_rows(100_000))  # 100 false positives at 0.1%
+    thin = finding.finding(leakage_rows(674))  # one target's non-members: 6.7 false positives at 1%
     assert "indicative" in thin and "674 pooled non-members" in thin
 
 
 def test_index_opens_with_the_finding_then_the_headline_figure_then_the_table(smoke, tmp_path):
     cfg, results, arrays, table = smoke
-    (tmp_path / "finding.txt").write_text(analysis.finding(table) + "\n")
+    (tmp_path / "finding.txt").write_text(finding.finding(table) + "\n")
     analysis.headline(table).to_csv(tmp_path / "headline.csv", index=False)
     for name, fig in _figures(smoke).items():
         fig.savefig(tmp_path / f"{name}.png", dpi=40)
-    page = report.write_index(cfg, tmp_path, {"train": ("done", 1.0), "attack": ("failed", 2.0)}).read_text()
-    positions = [page.index(s) for s in (analysis.finding(table)[:40], "src='leakage_by_bits.png'",
+    page = report.write_index(cfg, tmp_path, {"train": ("done", 1.0), "attack": ("failed", 2.0)}, PAGES).read_text()
+    positions = [page.index(s) for s in (finding.finding(table)[:40], "src='leakage_by_bits.png'",
                                          "<table", "src='privacy_utility.png'", "04_attack.html")]
     assert positions == sorted(positions)
     assert "class='failed'" in page
 
 
 def test_index_without_analysis_outputs_says_so(smoke, tmp_path):
-    page = report.write_index(smoke[0], tmp_path, {}).read_text()
+    page = report.write_index(smoke[0], tmp_path, {}, PAGES).read_text()
     assert "No finding yet" in page and "<img" not in page

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from ptqlib import lira, metrics, rmia
+from ptqlib.attacks import lira
+from ptqlib.results import metrics
+from ptqlib.attacks import rmia
 
 from reference_rmia import choose_a
 

@@ -28,7 +28,7 @@ threads: 1
 executor: serial
 """
 
-DRIVER = ("import sys; from ptqlib.config import load_preset; from ptqlib import pipeline; "
+DRIVER = ("import sys; from ptqlib.study.presets import load_preset; from ptqlib.study import stages as pipeline; "
           "df = pipeline.run_all(load_preset(sys.argv[1])); df.to_csv(sys.argv[2], index=False)")
 
 
@@ -120,7 +120,7 @@ def test_two_concurrent_runs_end_with_one_consistent_store(reference, tmp_path):
     for i in range(2):
         pd.testing.assert_frame_equal(ref, pd.read_csv(tmp_path / f"m{i}.csv"), check_exact=True)
     # every job exists exactly once and is intact
-    from ptqlib.store import Store, file_sha256
+    from ptqlib.runtime.store import Store, file_sha256
     for marker in (tmp_path / "store").glob("*/*/COMPLETE"):
         for name, digest in json.loads(marker.read_text()).items():
             assert file_sha256(marker.parent / name) == digest

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from scipy.stats import norm, rankdata
 
-from ptqlib import metrics, stats
+from ptqlib.results import metrics
+from ptqlib.results import stats
 
 
 def per_target_auc(rng, reps, targets, n, d):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ptqlib.store import MARKER, Job, Store
+from ptqlib.runtime.store import MARKER, Job, Store
 
 
 def test_key_depends_on_params_and_inputs_only():

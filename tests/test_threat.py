@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from ptqlib import lira, threat
+from ptqlib.attacks import lira
+from ptqlib.attacks import threat
 
 from reference_lira import slow_lira
 
@@ -58,8 +59,8 @@ def test_rmia_needs_a_population():
 @pytest.mark.slow
 def test_matched_equals_fp_shadows_at_8_bits(tmp_path):
     """8-bit RTN barely changes a model, so quantizing the shadows too must change almost nothing."""
-    from ptqlib import pipeline
-    from ptqlib.config import validate
+    from ptqlib.study import stages as pipeline
+    from ptqlib.study.config import validate
 
     cfg = validate(dict(num_targets=2, num_shadows=8, epochs=8, bits=[8], last_layer_bits=[None], threads=1,
                         attacks=["online", "online_fixed", "global"], store=str(tmp_path / "store"),

@@ -4,11 +4,12 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from ptqlib.plan import plan
-from ptqlib.config import StudyConfig
-from ptqlib.data import load_digits_data, target_mask
-from ptqlib.models import DigitsCNN
-from ptqlib.training import train_model
+from ptqlib.study.plan import plan_study
+from ptqlib.study.config import StudyConfig
+from ptqlib.data.images import load_digits_data
+from ptqlib.data.masks import target_mask
+from ptqlib.models.zoo import DigitsCNN
+from ptqlib.models.training import train_model
 
 torch.set_num_threads(1)
 DATA = load_digits_data()
@@ -43,5 +44,5 @@ def test_compiled_training_matches_eager_training():
 def test_torch_compile_is_part_of_the_training_job_key():
     cfg = StudyConfig()
     on = replace(cfg, torch_compile=True)
-    assert plan(cfg).targets[0].key != plan(on).targets[0].key
-    assert plan(on).targets[0].params["torch_compile"] is True
+    assert plan_study(cfg).targets[0].key != plan_study(on).targets[0].key
+    assert plan_study(on).targets[0].params["torch_compile"] is True

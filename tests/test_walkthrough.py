@@ -12,10 +12,11 @@ NOTEBOOK = ROOT / "notebooks" / "00_walkthrough.ipynb"
 
 def smoke_store(tmp_path_factory) -> Path:
     """The smoke study built once per test session (run_all is idempotent: later calls only check)."""
-    from ptqlib import config, pipeline
+    from ptqlib.study import config, presets
+    from ptqlib.study import stages as pipeline
 
     store = tmp_path_factory.getbasetemp() / "smoke_store"
-    pipeline.run_all(config.validate({**config.read_preset(ROOT / "params" / "smoke.yaml"), "store": str(store)}))
+    pipeline.run_all(config.validate({**presets.read_preset(ROOT / "params" / "smoke.yaml"), "store": str(store)}))
     return store
 
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from ptqlib.models import build_model, quantizable_layers, reconstruction_units
+from ptqlib.models.zoo import build_model, quantizable_layers, reconstruction_units
 
 ARCHS = ["resnet18", "resnet50", "densenet121", "airbench_small"]
 _MODELS: dict = {}
@@ -107,10 +107,10 @@ def test_any_number_of_classes_and_channels():
 
 
 def test_unknown_arch_is_a_clear_error():
-    from ptqlib import zoo
+    from ptqlib.models import zoo
 
     with pytest.raises(ValueError, match="resnet18"):
-        zoo.build("vgg16", 10, 3, 32)
+        zoo.build_model("vgg16", 10, 3, 32)
 
 
 @pytest.mark.parametrize("arch, last_block, shape", [("resnet18", "layer4.1", (512, 4, 4)),

@@ -7,11 +7,12 @@
 - `brecq`: the same rounding optimised per reconstruction unit, BatchNorm folded.
 - `obc`: exact OBQ (greedy, optimal compensation) and its fast relative GPTQ.
 - `bn`: BatchNorm folding and BatchNorm re-tuning after quantization.
-- `methods`: the table of methods, the options each reads, and `quantize_model`.
+- `methods`: the table of methods (`QUANTIZERS`: name -> function), the options each reads, and
+  `quantize_model`.
 """
 from .grid import Grid, QuantizedWeight, fit_grid, n_levels, round_to_nearest
-from .methods import (METHOD_NAMES, METHOD_OPTIONS, METHODS, apply_quantized, layer_bits_plan, method_option_names,
+from .methods import (METHOD_OPTIONS, QUANTIZERS, apply_quantized, layer_bits_plan, method_option_names,
                       quantize_model, recipe_label)
 
-__all__ = ["Grid", "QuantizedWeight", "fit_grid", "n_levels", "round_to_nearest", "METHOD_NAMES", "METHOD_OPTIONS",
-           "METHODS", "apply_quantized", "layer_bits_plan", "method_option_names", "quantize_model", "recipe_label"]
+__all__ = ["Grid", "QuantizedWeight", "fit_grid", "n_levels", "round_to_nearest", "METHOD_OPTIONS",
+           "QUANTIZERS", "apply_quantized", "layer_bits_plan", "method_option_names", "quantize_model", "recipe_label"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import quantizable_layers
+from ptqlib.models.zoo import quantizable_layers
 from .reconstruction import capture
 
 ACT_RANGES = ("minmax", "mse", "percentile")

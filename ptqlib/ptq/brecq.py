@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models import Unit
+from ptqlib.models.zoo import Unit
 from .bn import fold_batchnorm
 from .grid import Grid, QuantizedWeight, fit_grid
 from .reconstruction import (CHUNK, Rounding, calibration_input, layer_loss_and_grads, paired_units, reconstruct,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models import quantizable_layers
+from ptqlib.models.zoo import quantizable_layers
 
 
 def n_levels(bits: float) -> int:

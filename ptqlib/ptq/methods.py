@@ -13,15 +13,14 @@ import copy
 import torch
 from torch import nn
 
-from ..models import quantizable_layers
+from ptqlib.models.zoo import quantizable_layers
 from .adaround import adaround
 from .brecq import brecq
 from .grid import QuantizedWeight, n_levels, round_to_nearest
 from .obc import gptq, obc
 from .reconstruction import ROUNDING_OPTIONS
 
-METHODS = {"rtn": round_to_nearest, "adaround": adaround, "brecq": brecq, "obc": obc, "gptq": gptq}
-METHOD_NAMES = tuple(METHODS)
+QUANTIZERS = {"rtn": round_to_nearest, "adaround": adaround, "brecq": brecq, "obc": obc, "gptq": gptq}
 
 GRID_OPTIONS = ("symmetric", "clip_norm")
 METHOD_OPTIONS = {
@@ -35,8 +34,8 @@ ALL_OPTIONS = frozenset(o for names in METHOD_OPTIONS.values() for o in names)
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise KeyError(f"method {method!r} is not available; known: {list(METHOD_NAMES)}")
+    if method not in QUANTIZERS:
+        raise KeyError(f"method {method!r} is not available; known: {list(QUANTIZERS)}")
 
 
 def method_option_names(method: str) -> tuple[str, ...]:
@@ -46,18 +45,16 @@ def method_option_names(method: str) -> tuple[str, ...]:
 
 
 def layer_bits_plan(layer_names: list[str], bits: float, last_layer_bits=None,
-                    first_layer_bits=None, overrides: dict | None = None) -> dict[str, float]:
-    """Bit-width of every quantizable layer: body width, then first/last, then named overrides."""
-    plan = {name: bits for name in layer_names}
-    if first_layer_bits is not None:
-        plan[layer_names[0]] = first_layer_bits
+                    overrides: dict | None = None) -> dict[str, float]:
+    """Bit-width of every quantizable layer: body width, then the last layer, then named overrides."""
+    bits_by_layer = {name: bits for name in layer_names}
     if last_layer_bits is not None:
-        plan[layer_names[-1]] = last_layer_bits
+        bits_by_layer[layer_names[-1]] = last_layer_bits
     for name, b in (overrides or {}).items():
-        if name not in plan:
+        if name not in bits_by_layer:
             raise KeyError(f"layer_bits: unknown layer {name!r}; quantizable layers are {layer_names}")
-        plan[name] = b
-    return plan
+        bits_by_layer[name] = b
+    return bits_by_layer
 
 
 def apply_quantized(model: nn.Module, qweights: dict[str, QuantizedWeight]) -> nn.Module:
@@ -84,7 +81,7 @@ def quantize_model(model: nn.Module, method: str, bits_plan: dict[str, float], c
     qmodel = copy.deepcopy(model).eval()
     plan = {name: n_levels(b) for name, b in bits_plan.items()}
     own = {k: v for k, v in options.items() if k in METHOD_OPTIONS[method]}
-    qweights = METHODS[method](qmodel, plan, calib, **own)
+    qweights = QUANTIZERS[method](qmodel, plan, calib, **own)
     return apply_quantized(qmodel, qweights), qweights
 
 

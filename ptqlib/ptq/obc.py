@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models import reconstruction_units
+from ptqlib.models.zoo import reconstruction_units
 from .grid import Grid, QuantizedWeight, fit_grid
 from .reconstruction import CHUNK, calibration_input, run_chunked
 

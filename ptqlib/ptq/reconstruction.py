@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..models import Unit, reconstruction_units
+from ptqlib.models.zoo import Unit, reconstruction_units
 from .grid import Grid, QuantizedWeight
 
 ZETA, GAMMA = 1.1, -0.1

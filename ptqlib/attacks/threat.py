@@ -1,0 +1,74 @@
+"""Threat models: which shadows attack which target.
+
+* fp_shadows: full-precision shadows against every (FP32 or quantized) target — the paper;
+* matched_shadows: an adaptive attacker who quantizes every shadow with the target's recipe;
+* leave_one_out: one balanced pool, every model the target in turn against all the others.
+
+The functions here are pure: they take score arrays (phi per model, example and query) and
+membership masks, and return one membership score vector per attack. LiRA statistics of a
+shadow pool are fitted once and shared by every variant and every target.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from ptqlib.attacks import lira
+from ptqlib.attacks import rmia
+
+
+@dataclass
+class ShadowPool:
+    scores: np.ndarray  # (M, N, Q) phi of every shadow on the training pool
+    keep: np.ndarray  # (M, N) bool membership
+    test_scores: np.ndarray | None = None  # (M, Nt, Q) on held-out data: RMIA's population
+    _stats: dict = field(default_factory=dict, repr=False)
+
+    def stats(self, exclude: int | None = None) -> lira.ShadowStats:
+        """LiRA statistics of the pool (fitted once), or of the pool without model `exclude`."""
+        if exclude is not None:  # leave-one-out: one fit per target, nothing worth caching
+            return lira.fit_shadow_stats(self.scores, self.keep, exclude=exclude)
+        if "all" not in self._stats:
+            self._stats["all"] = lira.fit_shadow_stats(self.scores, self.keep)
+        return self._stats["all"]
+
+
+def _rmia(pool: ShadowPool, target_scores: np.ndarray, target_test_scores: np.ndarray | None,
+          exclude: int | None) -> np.ndarray:
+    """Offline RMIA with the held-out split as population (never the target's own non-members)."""
+    if pool.test_scores is None or target_test_scores is None:
+        raise ValueError("rmia needs the models' scores on the held-out split as its population")
+    use = np.ones(len(pool.scores), dtype=bool)
+    if exclude is not None:
+        use[exclude] = False
+    n, n_test = pool.keep.shape[1], pool.test_scores.shape[1]
+    probs = rmia.true_label_probs(np.concatenate([pool.scores[use], pool.test_scores[use]], axis=1))
+    keep = np.concatenate([pool.keep[use], np.zeros((use.sum(), n_test), dtype=bool)], axis=1)
+    t_probs = rmia.true_label_probs(np.concatenate([target_scores, target_test_scores], axis=0))
+    return rmia.rmia_offline(probs, keep, t_probs, np.arange(n, n + n_test))[:n]
+
+
+def attack_target(pool: ShadowPool, target_scores: np.ndarray, attacks: Iterable[str],
+                  target_test_scores: np.ndarray | None = None,
+                  exclude: int | None = None) -> dict[str, np.ndarray]:
+    """Membership scores of one target under every named attack (LiRA variants and 'rmia')."""
+    attacks = list(attacks)
+    lira_names = [a for a in attacks if a != "rmia"]
+    needs_stats = any(a != "global" for a in lira_names)
+    out = lira.score_attacks(pool.stats(exclude) if needs_stats else None, target_scores, lira_names)
+    if "rmia" in attacks:
+        out["rmia"] = _rmia(pool, target_scores, target_test_scores, exclude)
+    return {a: out[a] for a in attacks}
+
+
+def leave_one_out(pool: ShadowPool, attacks: Iterable[str]):
+    """Attack every model of the pool with all the other models as shadows.
+
+    Yields (index, {attack: scores}); model `index` is never among its own shadows.
+    """
+    attacks = list(attacks)
+    for j in range(len(pool.scores)):
+        test_j = None if pool.test_scores is None else pool.test_scores[j]
+        yield j, attack_target(pool, pool.scores[j], attacks, test_j, exclude=j)

@@ -1,0 +1,203 @@
+"""Every architecture of the study, each able to cut its forward pass into reconstruction units.
+
+- digits_cnn: a small CNN for scikit-learn's 8x8 digits (the offline default).
+- resnet18, resnet50, densenet121: the paper's architectures in CIFAR form, built on
+  torchvision's definitions with the ImageNet stem replaced by a 3x3 stride-1 conv and no
+  max-pool, so 32x32 (CIFAR) and 64x64 (TinyImageNet) inputs keep their resolution in the
+  first stage.
+- airbench_small: an airbench-style conv-pool net sized for a laptop CPU (see AirbenchSmall).
+
+`reconstruction_units()` cuts a model's forward pass into a chain of `Unit`s: feeding the input
+through every unit's module in turn gives the model's output, and every Conv2d and Linear
+belongs to exactly one unit. Block units of the CIFAR architectures end at the block's
+feature map; global pooling and flattening belong to the classifier unit, as in the authors'
+BRECQ (DigitsCNN's last conv unit keeps its 2x2 pooling and flattening). Registration order of the
+modules is the forward order, so `quantizable_layers` lists the stem first and the
+classifier last.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models import densenet as tv_densenet
+from torchvision.models import resnet as tv_resnet
+
+ZOO_ARCHS = ("digits_cnn", "resnet18", "resnet50", "densenet121", "airbench_small")
+
+
+@dataclass
+class Unit:
+    name: str  # e.g. "stem", "layer1.0", "classifier"
+    module: nn.Module  # maps the previous unit's output to this unit's output (shares parameters)
+    layers: list[str]  # model-level names of the quantizable layers inside it
+
+
+def unit_of(model: nn.Module, name: str, module: nn.Module) -> Unit:
+    """A Unit whose layer names are resolved against the model (parameters are shared)."""
+    ids = {id(m): n for n, m in model.named_modules()}
+    layers = [ids[id(m)] for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return Unit(name, module, layers)
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN with BatchNorm for 8x8 digits: big enough to memorise its members.
+
+    conv 3x3 (32) - conv 3x3 (64) - maxpool - conv 3x3 (64) - flatten - linear.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.Conv2d(w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1, bias=False), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(2),
+        )
+        self.classifier = nn.Linear(2 * w * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+    def reconstruction_units(self) -> list[Unit]:
+        f = self.features
+        return [unit_of(self, "conv1", nn.Sequential(f[0], f[1], f[2])),
+                unit_of(self, "conv2", nn.Sequential(f[3], f[4], f[5], f[6])),
+                unit_of(self, "conv3", nn.Sequential(f[7], f[8], f[9], f[10], nn.Flatten(1))),
+                unit_of(self, "classifier", self.classifier)]
+
+
+def _stem_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+class CifarResNet(tv_resnet.ResNet):
+    """torchvision's ResNet with a 3x3 stride-1 stem and no max-pool."""
+
+    def __init__(self, block, layers: list[int], num_classes: int, in_channels: int = 3):
+        super().__init__(block, layers, num_classes=num_classes)
+        self.conv1 = _stem_conv(in_channels, 64)  # replaces the 7x7 stride-2 conv in place
+        self.maxpool = nn.Identity()
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+
+    def reconstruction_units(self) -> list[Unit]:
+        units = [unit_of(self, "stem", nn.Sequential(self.conv1, self.bn1, self.relu))]
+        for stage in ("layer1", "layer2", "layer3", "layer4"):
+            for i, block in enumerate(getattr(self, stage)):
+                units.append(unit_of(self, f"{stage}.{i}", block))
+        # the last block's unit ends at its feature map; pooling belongs to the classifier
+        units.append(unit_of(self, "classifier", nn.Sequential(self.avgpool, nn.Flatten(1), self.fc)))
+        return units
+
+
+class _DenseStep(nn.Module):
+    """One dense layer as a chain link: concatenated features x -> cat([x, layer(x)])."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.layer(x)], dim=1)
+
+
+class _ClassifierHead(nn.Module):
+    """DenseNet's head as torchvision runs it: norm5 -> relu -> global pool -> flatten -> fc."""
+
+    def __init__(self, norm: nn.Module, fc: nn.Linear):
+        super().__init__()
+        self.norm, self.fc = norm, fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.norm(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class CifarDenseNet(tv_densenet.DenseNet):
+    """torchvision's DenseNet with a 3x3 stride-1 stem and no max-pool."""
+
+    def __init__(self, growth_rate: int, block_config: tuple, num_init_features: int,
+                 num_classes: int, in_channels: int = 3):
+        super().__init__(growth_rate=growth_rate, block_config=block_config,
+                         num_init_features=num_init_features, num_classes=num_classes)
+        self.features.conv0 = _stem_conv(in_channels, num_init_features)
+        del self.features.pool0
+        nn.init.kaiming_normal_(self.features.conv0.weight)
+
+    def reconstruction_units(self) -> list[Unit]:
+        f = self.features
+        units = [unit_of(self, "stem", nn.Sequential(f.conv0, f.norm0, f.relu0))]
+        for name, child in f.named_children():
+            if name.startswith("denseblock"):
+                for layer_name, layer in child.named_children():
+                    units.append(unit_of(self, f"{name}.{layer_name}", _DenseStep(layer)))
+            elif name.startswith("transition"):
+                units.append(unit_of(self, name, child))
+        units.append(unit_of(self, "classifier", _ClassifierHead(f.norm5, self.classifier)))
+        return units
+
+
+class AirbenchSmall(nn.Module):
+    """An airbench-style net (KellerJordan/cifar10-airbench) narrowed for a laptop CPU.
+
+    stem conv 3x3 (w0) - three blocks [conv 3x3 - max-pool 2 - BN - ReLU - conv 3x3 - BN - ReLU]
+    of widths w1, w2, w3 - global max-pool - linear. Pooling right after each block's first conv
+    runs its second conv at a quarter of the pixels (the FLOP saving airbench is built on);
+    no residual connections. Inputs of 8 pixels or more (each block halves the resolution).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple = (32, 32, 64, 128)):
+        super().__init__()
+        w0, *block_widths = widths
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0),
+                                  nn.ReLU(inplace=True))
+        blocks, c = [], w0
+        for w in block_widths:
+            blocks.append(nn.Sequential(
+                nn.Conv2d(c, w, 3, padding=1, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)))
+            c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(1))
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.blocks(self.stem(x))))
+
+    def reconstruction_units(self) -> list[Unit]:
+        units = [unit_of(self, "stem", self.stem)]
+        units += [unit_of(self, f"blocks.{i}", block) for i, block in enumerate(self.blocks)]
+        units.append(unit_of(self, "classifier", nn.Sequential(self.pool, self.fc)))
+        return units
+
+
+def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
+    """A model of the zoo; global pooling makes the CIFAR-form ones work for 32x32 and 64x64 inputs."""
+    if arch == "digits_cnn":
+        return DigitsCNN(num_classes, in_channels)
+    if image_size < 8:
+        raise ValueError(f"arch {arch!r}: images of {image_size} pixels are too small; need at least 8")
+    if arch == "resnet18":
+        return CifarResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
+    if arch == "resnet50":
+        return CifarResNet(tv_resnet.Bottleneck, [3, 4, 6, 3], num_classes, in_channels)
+    if arch == "densenet121":
+        return CifarDenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels)
+    if arch == "airbench_small":
+        return AirbenchSmall(num_classes, in_channels)
+    raise ValueError(f"arch {arch!r} is not in the zoo; use one of {list(ZOO_ARCHS)}")
+
+
+def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv2d and Linear, in registration order (= forward order for the zoo's models)."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def reconstruction_units(model: nn.Module) -> list[Unit]:
+    """The model's forward pass as a chain of units (see the module docstring)."""
+    if not hasattr(model, "reconstruction_units"):
+        raise TypeError(f"{type(model).__name__} does not define reconstruction_units()")
+    return model.reconstruction_units()
