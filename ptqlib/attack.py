@@ -32,6 +32,11 @@ def shadow_pool(store: Store, queries: list, labels: np.ndarray, test_labels: np
         None if test_labels is None else np.stack([q.scores(store, test_labels, "test") for q in queries]))
 
 
+def rmia_row_fields(attack: str, n_test: int, requested: int) -> dict:
+    """RMIA rows record the population count they used (`rmia_population`); other rows nothing."""
+    return {"rmia_population": threat.rmia_population_size(n_test, requested)} if attack == "rmia" else {}
+
+
 def attack_all(store: Store, job, labels: np.ndarray, test_labels: np.ndarray):
     """(metric rows, membership scores per row, true membership per row) of the whole attack stage."""
     rows, score_rows, member_rows = [], [], []
@@ -42,7 +47,8 @@ def attack_all(store: Store, job, labels: np.ndarray, test_labels: np.ndarray):
         for attack, score in scores_by_attack.items():
             rows.append({"threat_model": threat_model, "target": query.train_job.index, "label": query.label,
                          **query.recipe, "attack": attack, "test_acc": test_acc,
-                         **metrics.attack_metrics(score, keep)})
+                         **metrics.attack_metrics(score, keep),
+                         **rmia_row_fields(attack, len(test_labels), job.rmia_population)})
             score_rows.append(score)
             member_rows.append(keep)
 
@@ -60,8 +66,9 @@ def attack_all(store: Store, job, labels: np.ndarray, test_labels: np.ndarray):
             for threat_model, attackers in (("fp_shadows", fp_pool), ("matched_shadows", s_pool)):
                 if threat_model in job.threat_models:
                     record(threat_model, query, t_pool.keep[k],
-                           threat.attack_target(attackers, t_pool.scores[k], job.attacks, t_test))
+                           threat.attack_target(attackers, t_pool.scores[k], job.attacks, t_test,
+                                                rmia_population=job.rmia_population))
         if loo:
-            for k, scores in threat.leave_one_out(s_pool, job.attacks):
+            for k, scores in threat.leave_one_out(s_pool, job.attacks, job.rmia_population):
                 record("leave_one_out", shadows[label][k], s_pool.keep[k], scores)
     return rows, score_rows, member_rows

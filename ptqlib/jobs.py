@@ -391,6 +391,11 @@ class AttackJob(StudyJob):
     shadows: tuple[QueryJob, ...]
     attacks: tuple[str, ...]
     threat_models: tuple[str, ...]
+    rmia_population: int = 0  # RMIA: the first n held-out points (0 = all); in the key only when set
+
+    @property
+    def params(self) -> dict:
+        return _without_default_population(super().params)
 
     def compute(self, store: Store, out: Path) -> dict:
         from .attack import attack_all
@@ -400,11 +405,27 @@ class AttackJob(StudyJob):
         import pandas as pd
 
         pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
+        population = _population_used(self, len(data.y_test))
         (out / "log.txt").write_text(f"{len(rows)} (threat model, target, recipe, attack) rows from "
-                                     f"{len(self.targets)} target and {len(self.shadows)} shadow models\n")
+                                     f"{len(self.targets)} target and {len(self.shadows)} shadow models\n"
+                                     + (f"RMIA population: {population} held-out points\n" if population else ""))
         np.save(out / "scores.npy", np.stack(scores))
         np.save(out / "members.npy", np.stack(members))
-        return {"rows": len(rows)}
+        return {"rows": len(rows), **({"rmia_population": population} if population else {})}
+
+
+def _without_default_population(params: dict) -> dict:
+    """rmia_population 0 (the whole held-out split) stays out of the key: the default keeps its key."""
+    if not params.get("rmia_population"):
+        params.pop("rmia_population", None)
+    return params
+
+
+def _population_used(job, n_test: int) -> int | None:
+    """How many held-out points RMIA used as its population (None without RMIA), for meta.json."""
+    from .threat import rmia_population_size
+
+    return rmia_population_size(n_test, job.rmia_population) if "rmia" in job.attacks else None
 
 
 @dataclass(frozen=True)
@@ -422,12 +443,17 @@ class ComparisonAttackJob(StudyJob):
     targets: tuple[QueryJob, ...]
     shadows: tuple[QueryJob, ...]
     attacks: tuple[str, ...]
+    rmia_population: int = 0  # as AttackJob's
+
+    @property
+    def params(self) -> dict:
+        return _without_default_population(super().params)
 
     def compute(self, store: Store, out: Path) -> dict:
         import pandas as pd
 
         from . import metrics, threat
-        from .attack import shadow_pool
+        from .attack import rmia_row_fields, shadow_pool
 
         data = load_data(self.targets[0].train_job.data, store)
         labels, test_labels = data.y_train.numpy(), data.y_test.numpy()
@@ -438,17 +464,20 @@ class ComparisonAttackJob(StudyJob):
             meta = store.meta(query.model)
             keep = query.train_job.keep(store)
             t_test = None if population is None else query.scores(store, test_labels, "test")
-            for attack, score in threat.attack_target(pool, query.scores(store, labels), self.attacks, t_test).items():
+            for attack, score in threat.attack_target(pool, query.scores(store, labels), self.attacks, t_test,
+                                                      rmia_population=self.rmia_population).items():
                 rows.append({"threat_model": self.threat_model, "target": query.train_job.index, "label": self.label,
                              "method": self.method, "bits": 32, "last_layer_bits": None, "setting": self.setting,
                              "attack": attack, "test_acc": meta["test_acc"], "epsilon": meta.get("epsilon"),
-                             **metrics.attack_metrics(score, keep)})
+                             **metrics.attack_metrics(score, keep),
+                             **rmia_row_fields(attack, len(test_labels), self.rmia_population)})
                 scores.append(score)
                 members.append(keep)
         pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
         np.save(out / "scores.npy", np.stack(scores))
         np.save(out / "members.npy", np.stack(members))
-        return {"rows": len(rows)}
+        population = _population_used(self, len(test_labels))
+        return {"rows": len(rows), **({"rmia_population": population} if population else {})}
 
 
 def describe(job: StudyJob) -> str:

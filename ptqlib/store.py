@@ -26,8 +26,8 @@ from typing import Callable
 
 MARKER = "COMPLETE"
 # Bump when a job kind's code changes its results, so old artifacts are not reused.
-CODE_VERSIONS = {"dataset": 1, "train": 2, "quantize": 5, "query": 2, "attack": 2,
-                 "control": 1, "prune": 1, "train_dp": 1, "attack_group": 1}
+CODE_VERSIONS = {"dataset": 1, "train": 2, "quantize": 5, "query": 2, "attack": 3,
+                 "control": 1, "prune": 1, "train_dp": 1, "attack_group": 2}
 
 
 def _canonical(obj) -> str:
