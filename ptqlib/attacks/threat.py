@@ -35,35 +35,50 @@ class ShadowPool:
         return self._stats["all"]
 
 
-def _rmia(pool: ShadowPool, target_scores: np.ndarray, target_test_scores: np.ndarray | None,
-          exclude: int | None) -> np.ndarray:
-    """Offline RMIA with the held-out split as population (never the target's own non-members)."""
+def rmia_population_size(n_test: int, requested: int = 0) -> int:
+    """How many held-out points RMIA uses as population: all n_test (requested 0) or the first `requested`."""
+    if requested < 0 or requested > n_test:
+        raise ValueError(f"rmia_population: {requested} is invalid; use 0 (the whole held-out split) or a count "
+                         f"in 1..{n_test} (the held-out split has {n_test} points)")
+    return requested or n_test
+
+
+def rmia_scores(pool: ShadowPool, target_scores: np.ndarray, target_test_scores: np.ndarray | None,
+                exclude: int | None = None, population: int = 0, tie_break: bool = True) -> np.ndarray:
+    """Offline RMIA with held-out points as population (never the target's own non-members).
+
+    population: the first that many held-out points (0 = all of them, the default study's);
+    tie_break: see `rmia.rmia_offline`. Every held-out point is a non-member of every model.
+    """
     if pool.test_scores is None or target_test_scores is None:
         raise ValueError("rmia needs the models' scores on the held-out split as its population")
     use = np.ones(len(pool.scores), dtype=bool)
     if exclude is not None:
         use[exclude] = False
-    n, n_test = pool.keep.shape[1], pool.test_scores.shape[1]
-    probs = rmia.true_label_probs(np.concatenate([pool.scores[use], pool.test_scores[use]], axis=1))
+    n, n_test = pool.keep.shape[1], rmia_population_size(pool.test_scores.shape[1], population)
+    probs = rmia.true_label_probs(np.concatenate([pool.scores[use], pool.test_scores[use, :n_test]], axis=1))
     keep = np.concatenate([pool.keep[use], np.zeros((use.sum(), n_test), dtype=bool)], axis=1)
-    t_probs = rmia.true_label_probs(np.concatenate([target_scores, target_test_scores], axis=0))
-    return rmia.rmia_offline(probs, keep, t_probs, np.arange(n, n + n_test))[:n]
+    t_probs = rmia.true_label_probs(np.concatenate([target_scores, target_test_scores[:n_test]], axis=0))
+    return rmia.rmia_offline(probs, keep, t_probs, np.arange(n, n + n_test), tie_break=tie_break)[:n]
 
 
 def attack_target(pool: ShadowPool, target_scores: np.ndarray, attacks: Iterable[str],
                   target_test_scores: np.ndarray | None = None,
-                  exclude: int | None = None) -> dict[str, np.ndarray]:
-    """Membership scores of one target under every named attack (LiRA variants and 'rmia')."""
+                  exclude: int | None = None, rmia_population: int = 0) -> dict[str, np.ndarray]:
+    """Membership scores of one target under every named attack (LiRA variants and 'rmia').
+
+    rmia_population: RMIA's population, the first that many held-out points (0 = all).
+    """
     attacks = list(attacks)
     lira_names = [a for a in attacks if a != "rmia"]
     needs_stats = any(a != "global" for a in lira_names)
     out = lira.score_attacks(pool.stats(exclude) if needs_stats else None, target_scores, lira_names)
     if "rmia" in attacks:
-        out["rmia"] = _rmia(pool, target_scores, target_test_scores, exclude)
+        out["rmia"] = rmia_scores(pool, target_scores, target_test_scores, exclude, rmia_population)
     return {a: out[a] for a in attacks}
 
 
-def leave_one_out(pool: ShadowPool, attacks: Iterable[str]):
+def leave_one_out(pool: ShadowPool, attacks: Iterable[str], rmia_population: int = 0):
     """Attack every model of the pool with all the other models as shadows.
 
     Yields (index, {attack: scores}); model `index` is never among its own shadows.
@@ -71,4 +86,4 @@ def leave_one_out(pool: ShadowPool, attacks: Iterable[str]):
     attacks = list(attacks)
     for j in range(len(pool.scores)):
         test_j = None if pool.test_scores is None else pool.test_scores[j]
-        yield j, attack_target(pool, pool.scores[j], attacks, test_j, exclude=j)
+        yield j, attack_target(pool, pool.scores[j], attacks, test_j, exclude=j, rmia_population=rmia_population)

@@ -123,6 +123,8 @@ class StudyConfig:
     query_shift: int = key(1, "shift, mirror_shift: every shift within +-this many pixels", at_least=0)
     query_count: int = key(2, "random_per_model: number of random views per model", at_least=1)
     attacks: tuple = key(ATTACKS[:6] + ("rmia",), "attacks scored on every target", each=ATTACKS)
+    rmia_population: int = key(0, "RMIA's population: the first n held-out test points, non-members of every "
+                               "model (0 = the whole test split)")
     threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out",
                                each=("fp_shadows", "matched_shadows", "leave_one_out"))
     bootstrap: int = key(1000, "bootstrap resamples for the 95% intervals over targets", at_least=0)
@@ -305,6 +307,7 @@ def _check_combinations(v: dict) -> None:
         _fail("arch", f"'digits_cnn' only fits dataset 'digits'; use one of "
                       f"{[a for a in RULES['arch']['choices'] if a != 'digits_cnn']}")
     _check_calibration(v)
+    _check_rmia_population(v)
     _check_extras(v)
 
 
@@ -338,6 +341,16 @@ def split_sizes(v: dict) -> tuple[int, int] | None:
         return None
     pool, test = _KNOWN_SIZES[v["dataset"]]
     return (min(pool, v["train_subset"] or pool), min(test, v["test_subset"] or test))
+
+
+def _check_rmia_population(v: dict) -> None:
+    """0 (the whole test split) or a count of test points that the test split holds."""
+    n, sizes = v["rmia_population"], split_sizes(v)
+    if sizes is None and n < 0:
+        _fail("rmia_population", f"{n} is invalid; use 0 (the whole test split) or a count of test points >= 1")
+    if sizes is not None and not 0 <= n <= sizes[1]:
+        _fail("rmia_population", f"{n} is invalid; use 0 (the whole test split: {sizes[1]} points on "
+                                 f"{v['dataset']}) or a count in 1..{sizes[1]}")
 
 
 def _check_calibration(v: dict) -> None:

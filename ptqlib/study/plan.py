@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ptqlib.runtime.executor import ExecutorOptions
-from ptqlib.study.config import StudyConfig
+from ptqlib.study.config import StudyConfig, split_sizes
 from ptqlib.study.jobs import (AttackJob, BNRetune, ControlJob, DataSpec, DPTrainJob, GroupAttackJob, PruneJob,
                                QuantizeJob, QueryJob, TrainJob)
 
@@ -95,6 +95,13 @@ def query_job(cfg: StudyConfig, model) -> QueryJob:
     return QueryJob(model=model, queries=cfg.queries, shift=shift, count=count)
 
 
+def rmia_population(cfg: StudyConfig) -> int:
+    """The attack jobs' rmia_population: 0 (the whole test split) unless RMIA runs on fewer points."""
+    sizes = split_sizes(cfg.as_dict())
+    whole = sizes is not None and cfg.rmia_population == sizes[1]
+    return 0 if "rmia" not in cfg.attacks or whole else cfg.rmia_population
+
+
 def needs_quantized_shadows(cfg: StudyConfig) -> bool:
     return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out"))
 
@@ -112,7 +119,7 @@ def plan_study(cfg: StudyConfig) -> StudyPlan:
     shadow_queries = tuple(query_job(cfg, m) for m in shadow_models)
     target_queries = tuple(query_job(cfg, m) for m in target_models)
     attack = AttackJob(targets=target_queries, shadows=shadow_queries, attacks=tuple(cfg.attacks),
-                       threat_models=tuple(cfg.threat_models))
+                       threat_models=tuple(cfg.threat_models), rmia_population=rmia_population(cfg))
     extras = extras_plan(cfg, targets, shadows, q_targets, shadow_queries[:len(shadows)])
     return StudyPlan(targets, shadows, q_targets, q_shadows, shadow_queries + target_queries, attack, extras)
 
@@ -141,7 +148,8 @@ def extras_plan(cfg: StudyConfig, targets: tuple, shadows: tuple, q_targets: tup
         queries.update((q.key, q) for q in (*target_queries, *shadow_queries) if q.key not in planned)
         attacks.append(GroupAttackJob(label=label, family=family, setting=float(setting),
                                       threat_model=threat_model, targets=target_queries,
-                                      shadows=tuple(shadow_queries), attacks=tuple(cfg.attacks)))
+                                      shadows=tuple(shadow_queries), attacks=tuple(cfg.attacks),
+                                      rmia_population=rmia_population(cfg)))
 
     if cfg.control_noise:
         for q_label in dict.fromkeys(q.label for q in q_targets if q.act_bits is None):

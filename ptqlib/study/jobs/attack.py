@@ -39,6 +39,11 @@ def shadow_pool(store: Store, queries: list, labels: np.ndarray, test_labels: np
         None if test_labels is None else np.stack([q.scores(store, test_labels, "test") for q in queries]))
 
 
+def rmia_row_fields(attack: str, n_test: int, requested: int) -> dict:
+    """RMIA rows record the population count they used (`rmia_population`); other rows nothing."""
+    return {"rmia_population": threat.rmia_population_size(n_test, requested)} if attack == "rmia" else {}
+
+
 def attack_all(store: Store, job: AttackJob, labels: np.ndarray, test_labels: np.ndarray):
     """(metric rows, membership scores per row, true membership per row) of the whole attack stage."""
     rows, score_rows, member_rows = [], [], []
@@ -49,7 +54,8 @@ def attack_all(store: Store, job: AttackJob, labels: np.ndarray, test_labels: np
         for attack, score in scores_by_attack.items():
             rows.append({"threat_model": threat_model, "target": query.train_job.index, "label": query.label,
                          **query.recipe, "attack": attack, "test_acc": test_acc,
-                         **metrics.attack_metrics(score, keep)})
+                         **metrics.attack_metrics(score, keep),
+                         **rmia_row_fields(attack, len(test_labels), job.rmia_population)})
             score_rows.append(score)
             member_rows.append(keep)
 
@@ -67,48 +73,70 @@ def attack_all(store: Store, job: AttackJob, labels: np.ndarray, test_labels: np
             for threat_model, attackers in (("fp_shadows", fp_pool), ("matched_shadows", s_pool)):
                 if threat_model in job.threat_models:
                     record(threat_model, query, t_pool.keep[k],
-                           threat.attack_target(attackers, t_pool.scores[k], job.attacks, t_test))
+                           threat.attack_target(attackers, t_pool.scores[k], job.attacks, t_test,
+                                                rmia_population=job.rmia_population))
         if loo:
-            for k, scores in threat.leave_one_out(s_pool, job.attacks):
+            for k, scores in threat.leave_one_out(s_pool, job.attacks, job.rmia_population):
                 record("leave_one_out", shadows[label][k], s_pool.keep[k], scores)
     return rows, score_rows, member_rows
 
 
-def save_attack(out: Path, rows: list[dict], scores: list, members: list, log: str) -> dict:
-    """metrics.csv (one row per threat model, target, recipe, attack), scores.npy and members.npy."""
+def save_attack(out: Path, rows: list[dict], scores: list, members: list, log: str,
+                population: int | None) -> dict:
+    """metrics.csv (one row per threat model, target, recipe, attack), scores.npy and members.npy;
+    the meta records how many held-out points RMIA used as its population (when it ran)."""
     pd.DataFrame(rows).to_csv(out / "metrics.csv", index=False)
     np.save(out / "scores.npy", np.stack(scores))
     np.save(out / "members.npy", np.stack(members))
-    (out / "log.txt").write_text(log)
-    return {"rows": len(rows)}
+    (out / "log.txt").write_text(log + (f"RMIA population: {population} held-out points\n" if population else ""))
+    return {"rows": len(rows), **({"rmia_population": population} if population else {})}
+
+
+class PopulationKey:
+    """rmia_population 0 (the whole held-out split) stays out of the key: the default keeps its key."""
+    rmia_population: int
+
+    @property
+    def params(self) -> dict:
+        params = super().params
+        if not params.get("rmia_population"):
+            params.pop("rmia_population", None)
+        return params
+
+    def population_used(self, n_test: int) -> int | None:
+        """How many held-out points RMIA used as its population (None without RMIA)."""
+        return threat.rmia_population_size(n_test, self.rmia_population) if "rmia" in self.attacks else None
 
 
 @dataclass(frozen=True)
-class AttackJob(StudyJob):
+class AttackJob(PopulationKey, StudyJob):
     """Every attack on every FP32 and quantized target, under every threat model."""
     kind: ClassVar[str] = "attack"
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3  # 3: RMIA's ties broken by the likelihood ratio
     targets: tuple[QueryJob, ...]
     shadows: tuple[QueryJob, ...]
     attacks: tuple[str, ...]
     threat_models: tuple[str, ...]
+    rmia_population: int = 0  # RMIA: the first n held-out points (0 = all); in the key only when set
 
     def compute(self, store: Store, out: Path) -> dict:
         data = load_data(self.targets[0].train_job.data, store)
         rows, scores, members = attack_all(store, self, data.y_train.numpy(), data.y_test.numpy())
         return save_attack(out, rows, scores, members,
                            f"{len(rows)} (threat model, target, recipe, attack) rows from "
-                           f"{len(self.targets)} target and {len(self.shadows)} shadow models\n")
+                           f"{len(self.targets)} target and {len(self.shadows)} shadow models\n",
+                           self.population_used(len(data.y_test)))
 
 
 @dataclass(frozen=True)
-class GroupAttackJob(StudyJob):
+class GroupAttackJob(PopulationKey, StudyJob):
     """One group of targets (a control or a defence at one setting) attacked by one shadow pool.
 
     The group's label, family and setting are given (a fewer-epochs control is a TrainJob whose
     own label would read "fp32"); rows and arrays are laid out as the main attack job's.
     """
     kind: ClassVar[str] = "attack_group"
+    VERSION: ClassVar[int] = 2  # 2: RMIA's ties broken by the likelihood ratio
     label: str
     family: str  # noise | epochs | dp | prune
     setting: float  # the family's knob: relative weight error, epochs, noise multiplier, sparsity
@@ -116,6 +144,7 @@ class GroupAttackJob(StudyJob):
     targets: tuple[QueryJob, ...]
     shadows: tuple[QueryJob, ...]
     attacks: tuple[str, ...]
+    rmia_population: int = 0  # as AttackJob's
 
     def describe(self) -> str:
         return f"attack {self.label} ({self.threat_model})"
@@ -130,12 +159,16 @@ class GroupAttackJob(StudyJob):
             meta = store.meta(query.model)
             keep = query.train_job.keep(store)
             t_test = None if population is None else query.scores(store, test_labels, "test")
-            for attack, score in threat.attack_target(pool, query.scores(store, labels), self.attacks, t_test).items():
+            by_attack = threat.attack_target(pool, query.scores(store, labels), self.attacks, t_test,
+                                             rmia_population=self.rmia_population)
+            for attack, score in by_attack.items():
                 rows.append({"threat_model": self.threat_model, "target": query.train_job.index, "label": self.label,
                              "method": self.family, "bits": 32, "last_layer_bits": None, "setting": self.setting,
                              "attack": attack, "test_acc": meta["test_acc"], "epsilon": meta.get("epsilon"),
-                             **metrics.attack_metrics(score, keep)})
+                             **metrics.attack_metrics(score, keep),
+                             **rmia_row_fields(attack, len(test_labels), self.rmia_population)})
                 scores.append(score)
                 members.append(keep)
         return save_attack(out, rows, scores, members, f"{len(rows)} (target, attack) rows: {len(self.targets)} "
-                           f"{self.label} targets vs {len(self.shadows)} shadows ({self.threat_model})\n")
+                           f"{self.label} targets vs {len(self.shadows)} shadows ({self.threat_model})\n",
+                           self.population_used(len(test_labels)))
