@@ -73,7 +73,10 @@ def test_walkthrough_runs_builds_with_progress_and_draws_every_figure(executed):
     assert not [o for o in outputs if o.output_type == "error"]
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) == 5  # members, RTN grids, IN/OUT, ROCs, headline
-    build = "".join(o.get("text", "") for o in nb.cells[2].outputs)
+    from ptqlib.runner import collapse_carriage_returns
+
+    build = collapse_carriage_returns("".join(o.get("text", "") for o in nb.cells[2].outputs))
+    print(build)  # the stage lines with their times (pytest -s)
     if not os.environ.get("PTQLIB_WALKTHROUGH_STORE"):  # an empty store: built here, one line per stage
         assert "building the walkthrough study" in build
         assert all(f"{stage}: 100%" in build for stage in ("train targets", "train shadows", "query models"))
@@ -162,3 +165,22 @@ def test_rtn_figure_draws_many_levels_as_ticks_and_quotes_the_computed_error():
     steps = outline.get_xy()[1:-1:2, 1]  # one vertex pair per bar: (left edge, count), (right edge, count)
     assert len(bars) > 30 and np.array_equal(steps[:len(bars)], bars)
     matplotlib.pyplot.close(fig)
+
+
+def test_build_if_absent_runs_the_pipeline_only_when_jobs_are_missing(tmp_path, monkeypatch, capsys):
+    from ptqlib import config, teach
+    from ptqlib.plan import plan
+    from ptqlib.store import Store
+
+    cfg = config.validate({**config.read_preset(ROOT / "params" / "walkthrough.yaml"), "store": str(tmp_path)})
+    stages = plan(cfg).stages
+    calls = []
+    monkeypatch.setattr(teach.pipeline, "run_all", lambda c, s: calls.append(c))
+    trained = {j.key for j in stages["train"] + stages["shadows"]}  # as if the first two stages had run
+    monkeypatch.setattr(Store, "is_complete", lambda self, job: job.key in trained)
+    total = sum(len(stages[s]) for s in ("train", "shadows", "quantize", "attack"))
+    assert teach.build_if_absent(cfg, Store(tmp_path)) == total - len(trained) and calls == [cfg]
+    assert f"{total - len(trained)} of {total} jobs to run" in capsys.readouterr().out
+    monkeypatch.setattr(Store, "is_complete", lambda self, job: True)
+    assert teach.build_if_absent(cfg, Store(tmp_path)) == 0 and calls == [cfg]  # built: nothing runs
+    assert f"all {total} jobs are in" in capsys.readouterr().out
