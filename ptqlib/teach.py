@@ -35,7 +35,7 @@ def build_if_absent(cfg: StudyConfig, store: Store) -> int:
         print(f"the {cfg.name} study is built: all {len(jobs)} jobs are in {store.root}")
         return 0
     print(f"building the {cfg.name} study in {store.root}: {missing} of {len(jobs)} jobs to run "
-          "(the default study takes about 6 minutes on 2 cores)", flush=True)
+          "(the default study takes about 5 minutes on 2 cores)", flush=True)
     pipeline.run_all(cfg, store)
     return missing
 
