@@ -4,7 +4,7 @@ import pytest
 from ptqlib.study import stages as pipeline
 from ptqlib.study.config import validate
 from ptqlib.study.plan import plan_study
-from ptqlib.runner import StageProgress
+from ptqlib.runtime.progress import StageProgress
 from ptqlib.runtime.store import Store
 
 SMALL = dict(num_targets=1, num_shadows=4, epochs=1, methods=["rtn"], bits=[4], last_layer_bits=[None],
@@ -57,7 +57,7 @@ def test_report_html_shows_a_progress_bar_once(tmp_path):
     """Papermill stores every redraw of a progress bar as its own stream output; the HTML shows the last."""
     import nbformat
 
-    from ptqlib.runner import collapse_carriage_returns, render_html
+    from ptqlib.runtime.notebooks import collapse_carriage_returns, render_html
     assert collapse_carriage_returns("a: 0%\ra: 50%\ra: 100%\nnext\n") == "a: 100%\nnext\n"
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
