@@ -3,9 +3,12 @@
 Every dataset is held as `ImageData`: uint8 images (N, C, H, W) and int64 labels for the
 training pool (whose examples are members or non-members) and the test split (used only for
 accuracy). Normalisation and augmentation work on whole batches as tensor operations.
+Canaries (an audit's most vulnerable examples) are inserted here, once, as the data is loaded,
+so training, calibration, queries and the attack's labels all see the same canary labels.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -25,6 +28,7 @@ class ImageData:
     num_classes: int
     mean: torch.Tensor  # float32 (C,), on the 0..1 scale
     std: torch.Tensor
+    canaries: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # pool indices
 
     @property
     def shape(self) -> tuple:
@@ -78,7 +82,8 @@ def load_digits_data(test_fraction: float = 0.25, split_seed: int = 0) -> ImageD
 
 def load_dataset(dataset="digits", *, root="data", store="artifacts", test_fraction: float = 0.25,
                  image_size: int = 0, train_subset: int = 0, test_subset: int = 0, download: bool = False,
-                 verify: bool = True) -> ImageData:
+                 verify: bool = True, canaries: int = 0, canary_kind: str = "mislabel",
+                 canary_seed: int = 0) -> ImageData:
     """A dataset as `ImageData`: digits from scikit-learn, the others read from `root` (see
     `ptqlib.datasets_disk`), decoded once into `store`.
 
@@ -86,19 +91,23 @@ def load_dataset(dataset="digits", *, root="data", store="artifacts", test_fract
     in file order for CIFAR (already shuffled), in class round-robin order for the class-sorted
     folder layouts (so a subset keeps every class); digits ignores them. download: let
     torchvision fetch CIFAR. verify: torchvision's MD5 check of CIFAR's files. Mean and std are
-    those of the training pool in use. `dataset` may also be a study config.
+    those of the training pool in use. canaries, canary_kind, canary_seed: see `insert_canaries`
+    (0 canaries: the data as read). `dataset` may also be a study config.
     """
     if not isinstance(dataset, str):
-        return load_dataset(**datasets_disk.dataset_options(dataset))
+        cfg = dataset
+        return load_dataset(**datasets_disk.dataset_options(cfg), canaries=getattr(cfg, "canaries", 0),
+                            canary_kind=getattr(cfg, "canary_kind", "mislabel"), canary_seed=getattr(cfg, "seed", 0))
     if dataset == "digits":
-        return load_digits_data(test_fraction)
+        return insert_canaries(load_digits_data(test_fraction), canaries, canary_kind, canary_seed)
     raw = datasets_disk.read_images(dataset, root, store=store, image_size=image_size, verify=verify,
                                     download=download)
     interleave = dataset not in datasets_disk.CIFAR
     x_train, y_train = first_examples(raw["x_train"], raw["y_train"], train_subset, interleave)
     x_test, y_test = first_examples(raw["x_test"], raw["y_test"], test_subset, interleave)
     mean, std = channel_stats(x_train)
-    return ImageData(dataset, x_train, y_train, x_test, y_test, len(raw["classes"]), mean, std)
+    data = ImageData(dataset, x_train, y_train, x_test, y_test, len(raw["classes"]), mean, std)
+    return insert_canaries(data, canaries, canary_kind, canary_seed)
 
 
 def _round_robin(labels: torch.Tensor) -> torch.Tensor:
@@ -116,6 +125,47 @@ def first_examples(x: torch.Tensor, y: torch.Tensor, n: int, interleave: bool) -
         return x, y
     pick = _round_robin(y)[:n] if interleave else torch.arange(n)
     return x[pick], y[pick]
+
+
+# ---------------------------------------------------------------- canaries
+
+CANARY_KINDS = ("mislabel", "noise")
+
+
+def canary_index(seed: int, count: int, n: int) -> np.ndarray:
+    """The pool indices of `count` canaries (sorted), drawn from the seed; a larger count keeps
+    every canary of a smaller one (the first `count` of one permutation of the pool)."""
+    if not 0 <= count <= n:
+        raise ValueError(f"canaries: {count} must lie in 0..{n} (the pool size)")
+    return np.sort(np.random.default_rng([seed, 4, n]).permutation(n)[:count])
+
+
+def insert_canaries(data: ImageData, count: int, kind: str = "mislabel", seed: int = 0) -> ImageData:
+    """`data` with `count` pool examples turned into canaries (`data` itself when count is 0).
+
+    mislabel: the label replaced by a different class, drawn from the seed (the canary of Aerni
+    et al. 2024: a mislabeled example can only be fitted by memorising it). noise: the image
+    replaced by uniform random pixels and the label by a random class (an out-of-distribution
+    canary). A canary is a pool example like any other: IN for the models whose mask holds it.
+    Mean and std stay those of the pool as read. The test split is never changed.
+    """
+    if count == 0:
+        return data
+    if kind not in CANARY_KINDS:
+        raise ValueError(f"canary_kind: {kind!r} is not one of {list(CANARY_KINDS)}")
+    n, classes = len(data.y_train), data.num_classes
+    idx = canary_index(seed, count, n)
+    rng = np.random.default_rng([seed, 5, n])
+    y = data.y_train.clone()
+    x = data.x_train
+    if kind == "mislabel":  # an offset in 1..C-1 never lands on the true class
+        offset = rng.integers(1, classes, size=n)[idx]
+        y[idx] = (y[idx] + torch.from_numpy(offset)) % classes
+    else:
+        x = x.clone()
+        x[idx] = torch.from_numpy(rng.integers(0, 256, size=(count, *x.shape[1:]), dtype=np.uint8))
+        y[idx] = torch.from_numpy(rng.integers(0, classes, size=count))
+    return dataclasses.replace(data, x_train=x, y_train=y, canaries=idx)
 
 
 # ---------------------------------------------------------------- membership masks

@@ -92,13 +92,23 @@ class DataSpec:
     train_subset: int
     test_subset: int
     download: bool = False
+    canaries: int = 0  # pool examples turned into canaries (data.insert_canaries); 0 = none
+    canary_kind: str = "mislabel"
+    canary_seed: int = 0
 
     def identity(self) -> dict:
-        """What identifies the examples (not where they lie, except for an ImageFolder)."""
+        """What identifies the examples (not where they lie, except for an ImageFolder).
+
+        The canary fields enter only when there are canaries, so a study without them keeps its keys.
+        """
         if self.dataset == "digits":
-            return {"dataset": "digits", "test_fraction": self.test_fraction}
-        return dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
-                                root=self.data_root, image_size=self.image_size)
+            out = {"dataset": "digits", "test_fraction": self.test_fraction}
+        else:
+            out = dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
+                                   root=self.data_root, image_size=self.image_size)
+        if self.canaries:
+            out = {**out, "canaries": self.canaries, "canary_kind": self.canary_kind, "canary_seed": self.canary_seed}
+        return out
 
 
 _DATA: dict[tuple, ImageData] = {}
@@ -112,7 +122,8 @@ def load_data(spec: DataSpec, store: Store) -> ImageData:
         _DATA[cache_key] = load_dataset(spec.dataset, root=spec.data_root, store=store,
                                         test_fraction=spec.test_fraction, image_size=spec.image_size,
                                         train_subset=spec.train_subset, test_subset=spec.test_subset,
-                                        download=spec.download, verify=verify)
+                                        download=spec.download, verify=verify, canaries=spec.canaries,
+                                        canary_kind=spec.canary_kind, canary_seed=spec.canary_seed)
     return _DATA[cache_key]
 
 
