@@ -43,17 +43,57 @@ def _columns(arrays: dict, rows: pd.DataFrame, subset: np.ndarray | None) -> tup
     return scores, members
 
 
+_CELLS = 4_000_000  # (resamples x pooled examples) per block of `resampled_metrics`: bounds its memory
+
+
+def resampled_metrics(scores: np.ndarray, members: np.ndarray, picks: np.ndarray) -> dict[str, np.ndarray]:
+    """The pooled ROC's TPR at each low FPR and AUC for every resample of the targets at once.
+
+    scores, members (T, N): one row per target; picks (B, T): the targets each resample draws (with
+    replacement). A resample's pooled ROC is the full pool's, each example weighted by how often its
+    target was drawn: one sort, then weighted cumulative counts for all resamples together. Equal to
+    `stats.pooled_metrics` of `scores[p], members[p]` for each row p of picks (tests check it).
+    """
+    t_count, n = scores.shape
+    s, m = np.asarray(scores, dtype=np.float64).ravel(), np.asarray(members, dtype=bool).ravel()
+    order = np.argsort(-s, kind="stable")
+    s, m, target = s[order], m[order], np.repeat(np.arange(t_count), n)[order]
+    ends = np.append(np.flatnonzero(np.diff(s) != 0), len(s) - 1)  # one ROC point per distinct score
+    counts = (picks[:, :, None] == np.arange(t_count)).sum(axis=1).astype(np.float64)  # (B, T)
+    out = {k: np.empty(len(picks)) for k in METRICS}
+    step = max(1, _CELLS // len(s))
+    for a in range(0, len(picks), step):
+        w = counts[a:a + step][:, target]
+        tp = np.cumsum(w * m, axis=1)[:, ends]
+        fp = np.cumsum(w * ~m, axis=1)[:, ends]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tpr = np.hstack([np.zeros((len(w), 1)), tp / tp[:, -1:]])
+            fpr = np.hstack([np.zeros((len(w), 1)), fp / fp[:, -1:]])
+        rows = np.arange(len(w))
+        for x in LOW_FPRS:  # the last point with FPR strictly below x (the reference's rule)
+            out[f"tpr@{x:g}"][a:a + step] = tpr[rows, (fpr < x).sum(axis=1) - 1]
+        out["auc"][a:a + step] = (np.diff(fpr, axis=1) * 0.5 * (tpr[:, 1:] + tpr[:, :-1])).sum(axis=1)
+    return out
+
+
+def _picks(n_targets: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n_targets, size=(n_boot, n_targets))
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    low, high = np.quantile(values, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def pooled_leakage(scores: np.ndarray, members: np.ndarray, n_boot: int = POOLED_BOOTSTRAP,
                    seed: int = 0) -> dict:
     """The pooled ROC's TPR at each low FPR and AUC over targets (rows), with a 95% percentile
     interval from resampling whole targets (`n_boot` = 0: no interval)."""
     out = stats.pooled_metrics(scores, members)
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        picks = rng.integers(0, len(scores), size=(n_boot, len(scores)))
-        draws = [stats.pooled_metrics(scores[p], members[p]) for p in picks]
+        draws = resampled_metrics(scores, members, _picks(len(scores), n_boot, seed))
         for m in METRICS:
-            out[f"{m}_ci_low"], out[f"{m}_ci_high"] = np.quantile([d[m] for d in draws], [0.025, 0.975])
+            out[f"{m}_ci_low"], out[f"{m}_ci_high"] = _interval(draws[m])
     return out
 
 
@@ -67,13 +107,10 @@ def paired_difference(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.
     ma, mb = stats.pooled_metrics(*a), stats.pooled_metrics(*b)
     out = {f"{m}_diff": ma[m] - mb[m] for m in METRICS}
     if n_boot > 0:
-        rng = np.random.default_rng(seed)
-        draws = []
-        for p in rng.integers(0, len(a[0]), size=(n_boot, len(a[0]))):
-            da, db = stats.pooled_metrics(a[0][p], a[1][p]), stats.pooled_metrics(b[0][p], b[1][p])
-            draws.append({m: da[m] - db[m] for m in METRICS})
+        picks = _picks(len(a[0]), n_boot, seed)
+        da, db = resampled_metrics(*a, picks), resampled_metrics(*b, picks)
         for m in METRICS:
-            out[f"{m}_diff_ci_low"], out[f"{m}_diff_ci_high"] = np.quantile([d[m] for d in draws], [0.025, 0.975])
+            out[f"{m}_diff_ci_low"], out[f"{m}_diff_ci_high"] = _interval(da[m] - db[m])
     return out
 
 

@@ -358,3 +358,23 @@ def test_the_tables_build_from_a_tiny_canary_study(tiny):
     assert (table["canary_members"] + table["canary_nonmembers"] == 2 * 40).all()
     pair = canaries.both_models_table(results, arrays, subset=data.canaries, n_boot=5)
     assert list(pair["label"]) == ["rtn 2b"] and pair["n_nonmembers"].iloc[0] == table["canary_nonmembers"].iloc[0]
+
+
+def test_resampled_metrics_equal_the_pooled_roc_of_each_resample():
+    rng = np.random.default_rng(4)
+    t, n = 5, 300
+    members = rng.random((t, n)) < 0.5
+    scores = np.round(rng.normal(0, 1, (t, n)) + 0.8 * members, 1)  # rounded: many ties
+    picks = rng.integers(0, t, size=(40, t))
+    got = canaries.resampled_metrics(scores, members, picks)
+    canaries._CELLS = 3 * t * n  # several blocks of resamples give the same numbers
+    try:
+        blocked = canaries.resampled_metrics(scores, members, picks)
+    finally:
+        canaries._CELLS = 4_000_000
+    from ptqlib import stats
+    for k, p in enumerate(picks):
+        want = stats.pooled_metrics(scores[p], members[p])
+        for m in canaries.METRICS:
+            assert got[m][k] == pytest.approx(want[m], abs=1e-12), (m, k)
+            assert blocked[m][k] == got[m][k]
