@@ -7,6 +7,7 @@ augmentation and query views in `data.views`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ class ImageData:
     num_classes: int
     mean: torch.Tensor  # float32 (C,), on the 0..1 scale
     std: torch.Tensor
+    canaries: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # pool indices
 
     @property
     def shape(self) -> tuple:

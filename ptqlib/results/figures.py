@@ -94,8 +94,10 @@ def leakage_by_bits(df: pd.DataFrame, arrays: dict, attack: str = "online", thre
     note = " — indicative: too few non-members for this FPR" if indicative else ""
     fig.suptitle(f"{ATTACK_LABELS.get(attack, attack)}, {THREAT_LABELS.get(threat_model, threat_model)}: "
                  f"fewer bits, less leakage?{note}", fontsize=11)
+    bands = ("bands: 95% intervals from resampling targets (solid lines)" if col + "_ci_low" in table  # n_boot > 0
+             else "accuracy bands: 95% intervals over targets (solid lines); leakage without intervals (n_boot=0)")
     fig.text(0.5, -0.13, f"pooled ROC over {int(fp['targets'])} targets ({int(fp['n_nonmembers'])} non-members); "
-             "bands: 95% intervals from resampling targets (solid lines)", ha="center", fontsize=8, color="dimgrey")
+             + bands, ha="center", fontsize=8, color="dimgrey")
     fig.tight_layout()
     return fig
 

@@ -47,6 +47,8 @@ ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_si
            "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
 METHODS = tuple(QUANTIZERS)  # rtn, adaround, brecq, obc, gptq
 ACT_BITS = (None, 2, 3, 4, 5, 6, 7, 8)
+_PAIR_ATTACKS = ("online", "online_fixed", "offline", "offline_fixed")  # threat.BOTH_MODELS_ATTACKS
+_PAIR_ATTACKS = ("online", "online_fixed", "offline", "offline_fixed")  # threat.BOTH_MODELS_ATTACKS
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,9 @@ class StudyConfig:
     attacks: tuple = key(ATTACKS[:6] + ("rmia",), "attacks scored on every target", each=ATTACKS)
     rmia_population: int = key(0, "RMIA's population: the first n held-out test points, non-members of every "
                                "model (0 = the whole test split)")
-    threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out",
-                               each=("fp_shadows", "matched_shadows", "leave_one_out"))
+    threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out | "
+                               "both_models (the attacker holds the FP32 model and its quantized release)",
+                               each=("fp_shadows", "matched_shadows", "leave_one_out", "both_models"))
     bootstrap: int = key(1000, "bootstrap resamples for the 95% intervals over targets", at_least=0)
     # ---- beyond the paper (each off by default; run by the analysis stage)
     act_bits: tuple = key((None,), "activation bit-widths combined with every weight recipe (null = FP "
@@ -141,6 +144,12 @@ class StudyConfig:
     dp_epochs: int = key(0, "DP-SGD training epochs (0 = epochs)", at_least=0)
     dp_shadows: int = key(0, "DP shadows per noise level (0 = num_shadows); even, >= 4", at_least=0)
     prune_sparsity: tuple = key((), "global magnitude pruning sparsities of targets and shadows (e.g. [0.5, 0.9])")
+    canaries: int = key(0, "canary audit: pool examples turned into canaries, drawn from seed (0 = off)", at_least=0)
+    canary_kind: str = key("mislabel", "canaries: mislabel (a different class) | noise (random pixels, random class)",
+                           choices=("mislabel", "noise"))
+    canaries: int = key(0, "canary audit: pool examples turned into canaries, drawn from seed (0 = off)", at_least=0)
+    canary_kind: str = key("mislabel", "canaries: mislabel (a different class) | noise (random pixels, random class)",
+                           choices=("mislabel", "noise"))
     # ---- compute (never part of a job's key)
     device: str = key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     threads: int = key(1, "torch threads in the main process (0 = torch's default)", at_least=0)
@@ -306,6 +315,12 @@ def _check_combinations(v: dict) -> None:
     if v["dataset"] != "digits" and v["arch"] == "digits_cnn":
         _fail("arch", f"'digits_cnn' only fits dataset 'digits'; use one of "
                       f"{[a for a in RULES['arch']['choices'] if a != 'digits_cnn']}")
+    if "both_models" in v["threat_models"] and not any(a in _PAIR_ATTACKS for a in v["attacks"]):
+        _fail("threat_models", f"both_models scores only the attacks {list(_PAIR_ATTACKS)}; add one of them "
+                               f"to attacks (now {list(v['attacks'])})")
+    if "both_models" in v["threat_models"] and not any(a in _PAIR_ATTACKS for a in v["attacks"]):
+        _fail("threat_models", f"both_models scores only the attacks {list(_PAIR_ATTACKS)}; add one of them "
+                               f"to attacks (now {list(v['attacks'])})")
     _check_calibration(v)
     _check_rmia_population(v)
     _check_extras(v)
@@ -324,6 +339,14 @@ def _check_extras(v: dict) -> None:
             _fail("prune_sparsity", f"{item!r} is not a sparsity; use numbers in (0, 1)")
     if v["dp_shadows"] and (v["dp_shadows"] % 2 or v["dp_shadows"] < 4):
         _fail("dp_shadows", f"{v['dp_shadows']} is invalid; use 0 (= num_shadows) or an even number >= 4")
+    sizes = split_sizes(v)
+    if v["canaries"] and sizes and v["canaries"] > sizes[0] // 2:
+        _fail("canaries", f"{v['canaries']} is more than half the training pool ({sizes[0]} examples on "
+                          f"{v['dataset']}); canaries must be a minority: use at most {sizes[0] // 2}")
+    sizes = split_sizes(v)
+    if v["canaries"] and sizes and v["canaries"] > sizes[0] // 2:
+        _fail("canaries", f"{v['canaries']} is more than half the training pool ({sizes[0]} examples on "
+                          f"{v['dataset']}); canaries must be a minority: use at most {sizes[0] // 2}")
     if any(isinstance(b, bool) for b in v["act_bits"]):
         _fail("act_bits", f"{list(v['act_bits'])} holds a boolean; use null or bit-widths {list(ACT_BITS[1:])}")
 

@@ -56,9 +56,11 @@ class StudyPlan:
 
 
 def data_spec(cfg: StudyConfig) -> DataSpec:
+    canaries = {"canaries": cfg.canaries, "canary_kind": cfg.canary_kind, "canary_seed": cfg.seed} \
+        if cfg.canaries else {}  # without canaries the spec keeps its neutral defaults
     return DataSpec(dataset=cfg.dataset, data_root=str(cfg.data_path), test_fraction=cfg.test_fraction,
                     image_size=cfg.image_size, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
-                    download=cfg.download)
+                    download=cfg.download, **canaries)
 
 
 def train_job(cfg: StudyConfig, role: str, index: int) -> TrainJob:
@@ -103,7 +105,7 @@ def rmia_population(cfg: StudyConfig) -> int:
 
 
 def needs_quantized_shadows(cfg: StudyConfig) -> bool:
-    return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out"))
+    return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out", "both_models"))
 
 
 def plan_study(cfg: StudyConfig) -> StudyPlan:

@@ -61,11 +61,13 @@ def attack_all(store: Store, job: AttackJob, labels: np.ndarray, test_labels: np
 
     shadows, targets = by_label(job.shadows), by_label(job.targets)
     fp_pool = shadow_pool(store, shadows["fp32"], labels, population)
+    both = "both_models" in job.threat_models
+    fp_targets = {q.train_job.index: q for q in targets.get("fp32", [])} if both else {}
     for label in progress(list(dict.fromkeys([*targets, *shadows])), "attack recipes"):
         matched = "matched_shadows" in job.threat_models and label in targets
         loo = "leave_one_out" in job.threat_models and label in shadows
-        s_pool = shadow_pool(store, shadows[label], labels, population) if label != "fp32" and (matched or loo) \
-            else fp_pool
+        s_pool = shadow_pool(store, shadows[label], labels, population) \
+            if label != "fp32" and (matched or loo or (both and label in targets)) else fp_pool
         group = targets.get(label, [])
         t_pool = shadow_pool(store, group, labels, population) if group else None
         for k, query in enumerate(group):
@@ -75,10 +77,26 @@ def attack_all(store: Store, job: AttackJob, labels: np.ndarray, test_labels: np
                     record(threat_model, query, t_pool.keep[k],
                            threat.attack_target(attackers, t_pool.scores[k], job.attacks, t_test,
                                                 rmia_population=job.rmia_population))
+        if both and group:
+            pair = None if label == "fp32" else _pair_stats(fp_pool, shadows["fp32"], s_pool, shadows[label])
+            for k, query in enumerate(group):
+                if label == "fp32":  # the FP32 model alone: the row both_models is read against
+                    scores = threat.attack_target(fp_pool, t_pool.scores[k], threat.both_models_attacks(job.attacks))
+                else:
+                    fp_scores = fp_targets[query.train_job.index].scores(store, labels)
+                    scores = threat.attack_both_models(pair, fp_scores, t_pool.scores[k], job.attacks)
+                record("both_models", query, t_pool.keep[k], scores)
         if loo:
             for k, scores in threat.leave_one_out(s_pool, job.attacks, job.rmia_population):
                 record("leave_one_out", shadows[label][k], s_pool.keep[k], scores)
     return rows, score_rows, member_rows
+
+
+def _pair_stats(fp_pool: threat.ShadowPool, fp_queries: list, q_pool: threat.ShadowPool, q_queries: list):
+    """Bivariate LiRA statistics of each FP shadow beside its own quantized copy (paired by model index)."""
+    row = {q.train_job.index: i for i, q in enumerate(fp_queries)}
+    order = np.array([row[q.train_job.index] for q in q_queries])
+    return threat.fit_pair_stats(fp_pool.scores[order], q_pool.scores, q_pool.keep)
 
 
 def save_attack(out: Path, rows: list[dict], scores: list, members: list, log: str,

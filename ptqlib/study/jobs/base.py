@@ -27,6 +27,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from ptqlib.data.canaries import insert_canaries
 from ptqlib.data.disk import VERIFY_ENV, dataset_identity
 from ptqlib.data.images import ImageData, load_dataset
 from ptqlib.models.zoo import build_model
@@ -136,13 +137,23 @@ class DataSpec:
     train_subset: int
     test_subset: int
     download: bool = False
+    canaries: int = 0  # pool examples turned into canaries (data.canaries.insert_canaries); 0 = none
+    canary_kind: str = "mislabel"
+    canary_seed: int = 0
 
     def identity(self) -> dict:
-        """What identifies the examples (not where they lie, except for an ImageFolder)."""
+        """What identifies the examples (not where they lie, except for an ImageFolder).
+
+        The canary fields enter only when there are canaries, so a study without them keeps its keys.
+        """
         if self.dataset == "digits":
-            return {"dataset": "digits", "test_fraction": self.test_fraction}
-        return dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
-                                root=self.data_root, image_size=self.image_size)
+            out = {"dataset": "digits", "test_fraction": self.test_fraction}
+        else:
+            out = dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
+                                   root=self.data_root, image_size=self.image_size)
+        if self.canaries:
+            out = {**out, "canaries": self.canaries, "canary_kind": self.canary_kind, "canary_seed": self.canary_seed}
+        return out
 
 
 _DATA: dict[tuple, ImageData] = {}
@@ -153,10 +164,10 @@ def load_data(spec: DataSpec, store: Store) -> ImageData:
     cache_key = (spec, str(store.root))
     if cache_key not in _DATA:
         verify = os.environ.get(VERIFY_ENV, "1") != "0"  # tests on fake CIFAR files switch the MD5 check off
-        _DATA[cache_key] = load_dataset(spec.dataset, root=spec.data_root, store=store,
-                                        test_fraction=spec.test_fraction, image_size=spec.image_size,
-                                        train_subset=spec.train_subset, test_subset=spec.test_subset,
-                                        download=spec.download, verify=verify)
+        data = load_dataset(spec.dataset, root=spec.data_root, store=store, test_fraction=spec.test_fraction,
+                            image_size=spec.image_size, train_subset=spec.train_subset, test_subset=spec.test_subset,
+                            download=spec.download, verify=verify)
+        _DATA[cache_key] = insert_canaries(data, spec.canaries, spec.canary_kind, spec.canary_seed)
     return _DATA[cache_key]
 
 
