@@ -122,7 +122,8 @@ def main() -> None:
                             "canary TPR@1%": m["defence_canary_tpr@0.01"].map(pct), "closest recipe": m["recipe"],
                             "recipe acc %": m["recipe_acc"].map(pct),
                             "recipe canary TPR@1%": m["recipe_canary_tpr@0.01"].map(pct),
-                            "defence - recipe (pt)": (100 * m["defence_minus_recipe"]).round(2)}).to_string(index=False))
+                            "defence - recipe (pt)": (100 * m["defence_minus_recipe"]).round(2)}
+                           ).to_string(index=False))
     for (attack, on_canaries), table in pairs.items():
         where = "canaries only" if on_canaries else "whole pool"
         print(f"\n## 3. Both models: FP32 + quantized release vs FP32 alone ({where}, LiRA {attack.replace('_', ' ')}; "

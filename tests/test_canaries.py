@@ -51,7 +51,8 @@ def test_noise_canaries_replace_images_only_at_the_canaries(digits):
     data = insert_canaries(digits, 30, "noise", seed=0)
     idx = data.canaries
     rest = np.setdiff1d(np.arange(len(digits.y_train)), idx)
-    assert torch.equal(data.x_train[rest], digits.x_train[rest]) and torch.equal(data.y_train[rest], digits.y_train[rest])
+    assert torch.equal(data.x_train[rest], digits.x_train[rest])
+    assert torch.equal(data.y_train[rest], digits.y_train[rest])
     assert not torch.equal(data.x_train[idx], digits.x_train[idx])
     assert data.x_train.dtype == torch.uint8 and float(data.x_train[idx].float().std()) > 50  # uniform noise
 
