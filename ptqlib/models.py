@@ -15,9 +15,10 @@ from . import zoo
 from .zoo import DigitsCNN, Unit, unit_of  # noqa: F401  (re-exported: the names PTQ code and tests use)
 
 
-def build_model(arch: str, num_classes: int, in_channels: int, image_size: int) -> nn.Module:
+def build_model(arch: str, num_classes: int, in_channels: int, image_size: int,
+                stem_init: str = "kaiming_normal") -> nn.Module:
     """A freshly initialised model of the zoo (ValueError naming the valid archs otherwise)."""
-    return zoo.build(arch, num_classes, in_channels, image_size)
+    return zoo.build(arch, num_classes, in_channels, image_size, stem_init)
 
 
 def quantizable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
