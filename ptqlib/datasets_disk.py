@@ -45,7 +45,7 @@ def dataset_options(cfg) -> dict:
     return {"dataset": cfg.dataset, "root": cfg.data_path, "store": cfg.store_path,
             "test_fraction": cfg.test_fraction, "image_size": cfg.image_size,
             "train_subset": cfg.train_subset, "test_subset": cfg.test_subset, "download": cfg.download,
-            "verify": os.environ.get(VERIFY_ENV, "1") != "0"}
+            "verify": os.environ.get(VERIFY_ENV, "1") != "0", "normalization": cfg.normalization}
 
 
 def _disk_options(cfg) -> dict:

@@ -100,7 +100,7 @@ class DPTrainJob(TrainJob):
         return {"method": "dp", "bits": 32, "last_layer_bits": None}
 
     def new_model(self, data: ImageData) -> nn.Module:
-        return private_architecture(_new_model(self.arch, data))
+        return private_architecture(_new_model(self.arch, data, self.stem_init))
 
     def fit(self, model: nn.Module, data: ImageData, keep, log) -> dict:
         return train_private(model, data, keep, **self.training_options(), seed=self.model_seed,

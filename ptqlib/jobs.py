@@ -25,12 +25,14 @@ from .data import (ImageData, augment_batch, balanced_masks, load_dataset, paire
                    view_seed)
 from .datasets_disk import VERIFY_ENV, dataset_identity
 from .models import build_model, quantizable_layers
+from .ptq.bn import retune_indices
 from .ptq import layer_bits_plan, quantize_model, recipe_label
 from .ptq.methods import keep_pruned_zeros
 from .store import Store, job_key
 from .training import accuracy, pick_device, predict_logits, train_model
 
 FP32_LABEL = "fp32"
+CALIBRATION_STREAM = 4  # calib_draw independent: the calibration generator's own seed stream
 
 
 def _holds_jobs(value) -> bool:
@@ -92,13 +94,17 @@ class DataSpec:
     train_subset: int
     test_subset: int
     download: bool = False
+    normalization: str = "pool"  # pool | fixed (the dataset's constants)
 
     def identity(self) -> dict:
-        """What identifies the examples (not where they lie, except for an ImageFolder)."""
+        """What identifies the examples (not where they lie, except for an ImageFolder) and their
+        normalisation (only when it is not the pool's: older keys stay valid)."""
         if self.dataset == "digits":
-            return {"dataset": "digits", "test_fraction": self.test_fraction}
-        return dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
-                                root=self.data_root, image_size=self.image_size)
+            spec = {"dataset": "digits", "test_fraction": self.test_fraction}
+        else:
+            spec = dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
+                                    root=self.data_root, image_size=self.image_size)
+        return spec if self.normalization == "pool" else {**spec, "normalization": self.normalization}
 
 
 _DATA: dict[tuple, ImageData] = {}
@@ -112,7 +118,7 @@ def load_data(spec: DataSpec, store: Store) -> ImageData:
         _DATA[cache_key] = load_dataset(spec.dataset, root=spec.data_root, store=store,
                                         test_fraction=spec.test_fraction, image_size=spec.image_size,
                                         train_subset=spec.train_subset, test_subset=spec.test_subset,
-                                        download=spec.download, verify=verify)
+                                        download=spec.download, verify=verify, normalization=spec.normalization)
     return _DATA[cache_key]
 
 
@@ -128,9 +134,9 @@ def _save_model(model: torch.nn.Module, path: Path) -> None:
     (path / "model.pt").write_bytes(buf.getvalue())
 
 
-def _new_model(arch: str, data: ImageData) -> torch.nn.Module:
+def _new_model(arch: str, data: ImageData, stem_init: str = "kaiming_normal") -> torch.nn.Module:
     c, h, _ = data.shape
-    return build_model(arch, data.num_classes, c, h)
+    return build_model(arch, data.num_classes, c, h, stem_init)
 
 
 # ---------------------------------------------------------------- train
@@ -156,6 +162,16 @@ class TrainJob(StudyJob):
     precision: str = "bf16"  # CUDA autocast; the CPU always trains in fp32
     torch_compile: bool = False
     device: str = "auto"
+    stem_init: str = "kaiming_normal"  # CIFAR-form archs: kaiming_normal | pytorch_default
+    lr_schedule: str = "per_step"  # per_step | per_epoch
+
+    @property
+    def params(self) -> dict:
+        p = super().params
+        for name, default in (("stem_init", "kaiming_normal"), ("lr_schedule", "per_step")):
+            if p[name] == default:  # enter the key only when set: older keys stay valid
+                del p[name]
+        return p
 
     def members(self, n: int) -> np.ndarray:
         """The model's membership mask over a pool of n examples (derived, never drawn at random)."""
@@ -175,7 +191,7 @@ class TrainJob(StudyJob):
                 "weight_decay": self.weight_decay, "augment": self.augment}
 
     def new_model(self, data: ImageData) -> torch.nn.Module:
-        return _new_model(self.arch, data)
+        return _new_model(self.arch, data, self.stem_init)
 
     def compute(self, store: Store, out: Path) -> dict:
         data = load_data(self.data, store)
@@ -193,7 +209,7 @@ class TrainJob(StudyJob):
         """Train `model` in place on its members (a DP-SGD job trains differently)."""
         return train_model(model, data, keep, **self.training_options(), seed=self.model_seed,
                            device=pick_device(self.device), compile_model=self.torch_compile,
-                           precision=self.precision, log=log)
+                           precision=self.precision, lr_schedule=self.lr_schedule, log=log)
 
     def load(self, store: Store) -> torch.nn.Module:
         model = self.new_model(load_data(self.data, store))
@@ -222,6 +238,7 @@ class BNRetune:
     batch_size: int
     augment: bool  # with the training augmentation
     momentum: float | None  # None: exact average over the batches
+    sampling: str = "with_replacement"  # | without_replacement (shuffled passes, see ptq.bn.retune_indices)
 
 
 @dataclass(frozen=True)
@@ -240,6 +257,7 @@ class QuantizeJob(StudyJob):
     bn_retune: BNRetune | None = None
     act_bits: int | None = None  # activations entering every quantized layer: None = floating point
     act_range: str = ""  # act_bits only: minmax | mse | percentile (see ptq.activations)
+    calib_draw: str = "training_order"  # | independent: the calibration images' own generator
 
     @property
     def params(self) -> dict:
@@ -247,6 +265,10 @@ class QuantizeJob(StudyJob):
         p["bn_retune"] = None if self.bn_retune is None else dataclasses.asdict(self.bn_retune)
         if self.act_bits is None:  # activation fields enter the key only when activations are quantized
             del p["act_bits"], p["act_range"]
+        if self.calib_draw == "training_order":  # protocol fields enter the key only when set
+            del p["calib_draw"]
+        if p["bn_retune"] is not None and p["bn_retune"]["sampling"] == "with_replacement":
+            del p["bn_retune"]["sampling"]
         return p
 
     @property
@@ -263,9 +285,14 @@ class QuantizeJob(StudyJob):
         """`calib_samples` normalised images with the training augmentation (uint8 first, as in training).
 
         From the model's own members (the paper) or the test split (disjoint from the pool). With
-        several rounds, the same images under fresh augmentation, one tensor per round.
+        several rounds, the same images under fresh augmentation, one tensor per round. The
+        generator is the one training starts from (training_order: the members' pick is then epoch
+        1's order) or one of the calibration's own (independent).
         """
-        gen = torch.Generator().manual_seed(self.source.model_seed)
+        seed = self.source.model_seed
+        if self.calib_draw == "independent":
+            seed = int(np.random.SeedSequence([seed, CALIBRATION_STREAM]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(seed)
         pool = data.x_train[torch.from_numpy(members)] if self.calib_source == "members" else data.x_test
         pick = torch.randperm(len(pool), generator=gen)[: self.calib_samples]
         rounds = [data.normalize(augment_batch(pool[pick], self.source.augment, gen)) for _ in range(self.calib_rounds)]
@@ -278,8 +305,7 @@ class QuantizeJob(StudyJob):
         pool = data.x_train if spec.source == "pool" else data.x_train[torch.from_numpy(members)]
         images = pool[torch.randperm(len(pool), generator=gen)[: spec.samples]]
         augment = self.source.augment if spec.augment else "none"
-        for _ in range(spec.steps):
-            pick = torch.randint(len(images), (min(spec.batch_size, len(images)),), generator=gen)
+        for pick in retune_indices(len(images), spec.batch_size, spec.steps, gen, spec.sampling):
             yield data.normalize(augment_batch(images[pick], augment, gen))
 
     def compute(self, store: Store, out: Path) -> dict:
@@ -316,10 +342,15 @@ class QuantizeJob(StudyJob):
             for n, q in qweights.items():
                 print(f"{n}: {q.grid.levels} levels by {algorithm[n]}, relative weight error {rel_err[n]:.4f}, "
                       f"stats {stats[n]}", file=log)
+                if (stats[n] or {}).get("identity_added"):
+                    print(f"{n}: Hessian not positive definite in float32; added {stats[n]['identity_added']:g} * I "
+                          "and quantized (obc_cholesky: authors, as the OBC authors' trueobs.py)", file=log)
         return {"test_acc": accuracy(qmodel, data), "bits_plan": plan, "relative_weight_error": rel_err,
                 "label": self.label, "algorithm": algorithm, "method_stats": stats,
                 "bn_retuned": self.bn_retune is not None, "act_bits": self.act_bits,
-                "source": {"role": self.source.role, "index": self.source.index}}
+                "source": {"role": self.source.role, "index": self.source.index},
+                **({"identity_added": added} if (added := {n: st["identity_added"] for n, st in stats.items()
+                                                           if (st or {}).get("identity_added")}) else {})}
 
     def load(self, store: Store) -> torch.nn.Module:
         path = store.require(self, "model")
