@@ -278,3 +278,103 @@ def test_reconstruction_batches_without_replacement_hold_distinct_images():
     assert any(len(set(r.tolist())) < 32 for r in repeats)
     with pytest.raises(ValueError, match="batch_sampling: 'stratified' is not one of"):
         batch_indices(64, 32, 1, gen, "stratified")
+
+
+# ---------------------------------------------------------------- the keys, their jobs and the presets
+
+PROTOCOL = {"normalization": ("pool", "fixed"), "stem_init": ("kaiming_normal", "pytorch_default"),
+            "lr_schedule": ("per_step", "per_epoch"), "calib_draw": ("training_order", "independent"),
+            "grid_search": ("fine", "authors"), "batch_sampling": ("with_replacement", "without_replacement"),
+            "obc_cholesky": ("strict", "authors")}
+CIFAR = {"dataset": "cifar10", "arch": "resnet18", "num_targets": 1, "num_shadows": 4}
+
+
+def test_protocol_keys_enter_jobs_only_when_set():
+    from ptqlib.config import validate
+    from ptqlib.plan import plan
+
+    base = plan(validate({**CIFAR, "bn_retune": ["obc"]}))
+    authors = plan(validate({**CIFAR, "bn_retune": ["obc"], **{k: v[1] for k, v in PROTOCOL.items()}}))
+    assert "stem_init" not in base.targets[0].params and "lr_schedule" not in base.targets[0].params
+    assert "normalization" not in base.targets[0].params["data"]
+    t = authors.targets[0].params
+    assert (t["stem_init"], t["lr_schedule"], t["data"]["normalization"]) == ("pytorch_default", "per_epoch", "fixed")
+    by_method = {q.method: q for q in authors.quantized_targets}
+    assert dict(by_method["rtn"].options) == {"grid_search": "authors"}
+    assert dict(by_method["adaround"].options)["batch_sampling"] == "without_replacement"
+    assert dict(by_method["obc"].options)["obc_cholesky"] == "authors" and "batch_sampling" not in dict(
+        by_method["obc"].options)
+    assert by_method["obc"].params["bn_retune"]["sampling"] == "without_replacement"
+    assert by_method["brecq"].params["calib_draw"] == "independent" and "calib_draw" not in by_method["rtn"].params
+    for q in base.quantized_targets:
+        assert "calib_draw" not in q.params and not {"grid_search", "obc_cholesky", "batch_sampling"} & set(dict(q.options))
+        assert q.bn_retune is None or "sampling" not in q.params["bn_retune"]
+
+
+@pytest.mark.parametrize("preset", ["cifar10", "cifar100", "tinyimagenet"])
+def test_paper_presets_hold_the_authors_values(preset):
+    from ptqlib.config import REPO_ROOT, load_preset
+
+    cfg = load_preset(REPO_ROOT / "params" / f"{preset}.yaml")
+    assert {k: getattr(cfg, k) for k in PROTOCOL} == {k: v[1] for k, v in PROTOCOL.items()}
+    default = load_preset(REPO_ROOT / "params" / "default.yaml")
+    assert {k: getattr(default, k) for k in PROTOCOL} == {k: v[0] for k, v in PROTOCOL.items()}
+
+
+def test_protocol_key_rules_name_the_key():
+    from ptqlib import config, data, zoo
+    from ptqlib.config import ConfigError, validate
+
+    assert config.REPLACED_STEMS == zoo.REPLACED_STEMS and config.FIXED_STATS_DATASETS == tuple(data.FIXED_STATS)
+    with pytest.raises(ConfigError, match=r"^stem_init: 'pytorch_default' applies only to .*not 'digits_cnn'"):
+        validate({"stem_init": "pytorch_default"})
+    with pytest.raises(ConfigError, match=r"^normalization: 'fixed' has constants only for .*not 'digits'"):
+        validate({"normalization": "fixed"})
+    with pytest.raises(ConfigError, match=r"^grid_search: 'coarse' is not one of \['fine', 'authors'\]"):
+        validate({"grid_search": "coarse"})
+
+
+def test_calibration_draw_is_epoch_ones_order_or_its_own():
+    from ptqlib.config import validate
+    from ptqlib.plan import plan
+
+    data = load_dataset("digits")
+    jobs = {d: plan(validate({"num_targets": 1, "num_shadows": 4, "methods": ["adaround"], "bits": [2],
+                              "last_layer_bits": [None], "calib_samples": 64, "calib_draw": d})).quantized_targets[0]
+            for d in ("training_order", "independent")}
+    source = jobs["independent"].source
+    members = source.members(len(data.y_train))
+    pool = data.x_train[torch.from_numpy(members)]
+    epoch_one = torch.randperm(len(pool), generator=torch.Generator().manual_seed(source.model_seed))  # train_model's
+    assert torch.equal(jobs["training_order"].calibration_set(data, members), data.normalize(pool[epoch_one[:64]]))
+    own = jobs["independent"].calibration_set(data, members)
+    assert own.shape == (64, 1, 8, 8) and not torch.equal(own, data.normalize(pool[epoch_one[:64]]))
+
+
+def test_quantize_job_logs_the_identity_added_to_a_hessian(tmp_path):
+    """GPTQ (fast; the same inversion as OBC), 16 calibration images, no damping: the classifier (256 inputs) and the last conv (576 inputs at
+    4x4 positions: 256 samples) get singular Hessians; the first layers do not."""
+    import json
+
+    from ptqlib.config import validate
+    from ptqlib.plan import plan
+    from ptqlib.store import Store
+
+    keys = {"num_targets": 1, "num_shadows": 4, "epochs": 1, "methods": ["gptq"], "bits": [4],
+            "last_layer_bits": [None], "calib_samples": 16, "obc_damp": 0.0, "obc_hessian": "fp",
+            "layer_bits": {}}
+    store = Store(tmp_path / "store")
+    strict = plan(validate(keys)).quantized_targets[0]
+    strict.source.run(store)
+    with pytest.raises(NotPositiveDefinite, match=r"^obc_cholesky: layer features.7: the layer Hessian is not"):
+        strict.run(store)
+    assert not store.path(strict).exists()
+    authors = plan(validate({**keys, "obc_cholesky": "authors"})).quantized_targets[0]
+    path = authors.run(store)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["identity_added"] == {"features.7": 1.0, "classifier": 1.0}
+    assert meta["method_stats"]["classifier"]["identity_added"] == 1.0
+    assert "identity_added" not in meta["method_stats"]["features.0"]
+    log = (path / "log.txt").read_text()
+    assert "classifier: Hessian not positive definite in float32; added 1 * I" in log
+    assert "features.0: Hessian not positive" not in log
