@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         stages = runner.parse_stages(args.stages)
         cfg = load_preset(args.preset)  # fail fast, before importing the heavy machinery
+        try:
+            runner.check_places(cfg)  # store, reports, data_root: before anything is written
+        except ConfigError as err:
+            raise ConfigError(f"{args.preset}: {err}") from None
         if cfg.dataset != "digits" and not cfg.download:
             from .datasets_disk import check_available
 
