@@ -33,6 +33,10 @@ def parser() -> argparse.ArgumentParser:
 def checked_preset(path: str) -> StudyConfig:
     """The validated preset, its folder dataset checked on disk (one-line ConfigError otherwise)."""
     cfg = load_preset(path)
+    try:
+        runner.check_places(cfg)  # store, reports, data_root: before anything is written
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     if cfg.dataset != "digits" and not cfg.download:
         try:
             check_data(cfg)  # before any compute: a missing folder or a corrupt file

@@ -6,6 +6,8 @@ and figure. A failing stage still renders its HTML (with the error) and stops th
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from ptqlib.results.index import WARNINGS, write_index
 from ptqlib.runtime import notebooks
 from ptqlib.runtime.progress import StageProgress
 from ptqlib.runtime.store import Store
-from ptqlib.study.config import STAGES
+from ptqlib.study.config import STAGES, resolve_path
 from ptqlib.study.plan import plan_study
 from ptqlib.study.presets import load_preset, read_preset
 from ptqlib.study.stages import fit_check
@@ -34,6 +36,35 @@ def parse_stages(text: str | None) -> list[str]:
     return [s for s in STAGES if s in stages]  # always in pipeline order
 
 
+def _check_writable_folder(key: str, path: Path) -> None:
+    """`path` is a folder this process can write, or one it can create: else a one-line ConfigError.
+
+    Nothing is left behind: a probe file in the nearest existing folder is removed at once.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = f"{path} is a file" if existing == path else f"{path} cannot be created: {existing} is a file"
+        raise ConfigError(f"{key}: {where}, not a folder; point {key} at a folder (created if missing)")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".ptqlib-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ConfigError(f"{key}: {path} cannot be written ({err.strerror} in {existing}); point {key} at a "
+                          "folder you can write") from None
+
+
+def check_places(cfg) -> None:
+    """Before any work: store and reports are writable folders (or can be made), data_root is no file."""
+    _check_writable_folder("store", cfg.store_path)
+    _check_writable_folder("reports", resolve_path(cfg.reports))
+    if cfg.dataset != "digits" and cfg.data_path.exists() and not cfg.data_path.is_dir():
+        raise ConfigError(f"data_root: {cfg.data_path} is a file, not a folder; point data_root at the folder "
+                          f"holding the {cfg.dataset} files")
+
+
 def _check_fit(cfg, store, report_dir: Path) -> None:
     """The train stage's fit check, in the terminal and on the report's index page."""
     warning = fit_check(cfg, store)
@@ -50,6 +81,7 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
     the kernels' own log lines.
     """
     cfg = load_preset(preset)  # raises ConfigError before anything is written
+    check_places(cfg)
     params = {**read_preset(preset), "name": cfg.name}
     stages = stages or list(STAGES)
     report_dir = cfg.report_dir

@@ -29,6 +29,7 @@ CONTEXT = {
     "gpus_per_job": {"executor": "ray"}, "ray_address": {"executor": "ray"},
     "act_range": {"act_bits": [None, 8]}, "dp_clip": {"dp_noise": [1.0]}, "dp_epochs": {"dp_noise": [1.0]},
     "dp_shadows": {"dp_noise": [1.0]}, "canary_kind": {"canaries": 8},
+    "stem_init": {"dataset": "imagefolder", "arch": "resnet18"}, "normalization": {"dataset": "cifar10", "arch": "resnet18"},
 }
 OTHER = {"bits": [4, 2], "last_layer_bits": [None], "layer_bits": {"conv1": 8}, "methods": ["rtn", "obc"],
          "attacks": ["online"], "threat_models": ["fp_shadows", "matched_shadows"], "bn_retune": ["obc"],

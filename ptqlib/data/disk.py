@@ -112,14 +112,17 @@ def check_available(dataset: str, root, *, store=None, image_size: int = 0, veri
     if store is None:
         read()
         return None
+    store = store if isinstance(store, Store) else Store(store)  # the run's own Store when given
+    if store.is_valid(job):
+        return store.path(job)
+    raw = read()  # every file decoded before anything is written: a bad one leaves the store untouched
 
     def compute(out: Path) -> dict:
-        raw = read()
         torch.save(raw, out / "images.pt")
         return {"train_examples": len(raw["y_train"]), "test_examples": len(raw["y_test"]),
                 "shape": list(raw["x_train"].shape[1:])}
 
-    return (store if isinstance(store, Store) else Store(store)).run(job, compute)  # the run's own Store when given
+    return store.run(job, compute)
 
 
 def read_images(dataset: str, root, *, store, image_size: int = 0, verify: bool = True,

@@ -59,6 +59,29 @@ def channel_stats(x_uint8: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tenso
     return (mean / 255.0).float(), (var.clamp_min(0).sqrt() / 255.0).float().clamp_min(1e-3)
 
 
+NORMALIZATIONS = ("pool", "fixed")
+# The authors' fixed constants (Quant-MIA Utils/utils.py): CIFAR's own; ImageNet's for TinyImageNet.
+FIXED_STATS = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "tinyimagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def normalization_stats(dataset: str, x_train: torch.Tensor, normalization: str = "pool") -> tuple:
+    """Per-channel (mean, std) on the 0..1 scale: the training pool's (`channel_stats`) or, with
+    "fixed", the dataset's published constants (`FIXED_STATS`)."""
+    if normalization == "pool":
+        return channel_stats(x_train)
+    if normalization != "fixed":
+        raise ValueError(f"normalization: {normalization!r} is not one of {list(NORMALIZATIONS)}")
+    if dataset not in FIXED_STATS:
+        raise ValueError(f"normalization: 'fixed' has constants only for {list(FIXED_STATS)}, not {dataset!r}; "
+                         "use 'pool'")
+    mean, std = FIXED_STATS[dataset]
+    return torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+
+
 def load_digits_data(test_fraction: float = 0.25, split_seed: int = 0) -> ImageData:
     """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes), split stratified.
 
@@ -80,7 +103,7 @@ def load_digits_data(test_fraction: float = 0.25, split_seed: int = 0) -> ImageD
 
 def load_dataset(dataset: str = "digits", *, root="data", store="artifacts", test_fraction: float = 0.25,
                  image_size: int = 0, train_subset: int = 0, test_subset: int = 0, download: bool = False,
-                 verify: bool = True) -> ImageData:
+                 verify: bool = True, normalization: str = "pool") -> ImageData:
     """A dataset as `ImageData`: digits from scikit-learn, the others read from `root` (see
     `ptqlib.data.disk`), decoded once into `store`.
 
@@ -88,16 +111,19 @@ def load_dataset(dataset: str = "digits", *, root="data", store="artifacts", tes
     in file order for CIFAR (already shuffled), in class round-robin order for the class-sorted
     folder layouts (so a subset keeps every class); digits ignores them. download: let
     torchvision fetch CIFAR. verify: torchvision's MD5 check of CIFAR's files. Mean and std are
-    those of the training pool in use.
+    those of the training pool in use, or with normalization "fixed" the dataset's published
+    constants (`normalization_stats`).
     """
     if dataset == "digits":
+        if normalization != "pool":
+            normalization_stats(dataset, torch.zeros(0, 1, 1, 1, dtype=torch.uint8), normalization)  # names the key
         return load_digits_data(test_fraction)
     raw = datasets_disk.read_images(dataset, root, store=store, image_size=image_size, verify=verify,
                                     download=download)
     interleave = dataset not in datasets_disk.CIFAR
     x_train, y_train = first_examples(raw["x_train"], raw["y_train"], train_subset, interleave)
     x_test, y_test = first_examples(raw["x_test"], raw["y_test"], test_subset, interleave)
-    mean, std = channel_stats(x_train)
+    mean, std = normalization_stats(dataset, x_train, normalization)
     return ImageData(dataset, x_train, y_train, x_test, y_test, len(raw["classes"]), mean, std)
 
 

@@ -1,7 +1,9 @@
 """Training and evaluation of one model on tensors held in memory.
 
-The recipe is the paper's: SGD with momentum and weight decay, cosine annealing over all
-steps, cross-entropy. Batches are drawn from a seeded generator, so on the CPU a run is
+The recipe is the paper's: SGD with momentum and weight decay, cosine annealing, cross-entropy.
+The cosine runs over all steps, stepped per batch ("per_step"), or over the epochs, stepped
+after each epoch ("per_epoch": the authors' train.py, every batch of epoch e at
+lr (1 + cos(pi e / epochs)) / 2). Batches are drawn from a seeded generator, so on the CPU a run is
 bit-for-bit reproducible.
 """
 from __future__ import annotations
@@ -27,17 +29,30 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+LR_SCHEDULES = ("per_step", "per_epoch")
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, schedule: str, epochs: int, steps_per_epoch: int):
+    """(torch's CosineAnnealingLR for `opt`, whether it steps after every batch rather than every epoch)."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule: {schedule!r} is not one of {list(LR_SCHEDULES)}")
+    per_step = schedule == "per_step"
+    t_max = epochs * steps_per_epoch if per_step else epochs
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t_max), per_step
+
+
 def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batch_size: int,
                 lr: float, momentum: float, weight_decay: float, augment: str, seed: int,
                 device: torch.device, progress: bool = False, desc: str = "train",
-                log=None, compile_model: bool = False, precision: str = "bf16") -> dict:
+                log=None, compile_model: bool = False, precision: str = "bf16",
+                lr_schedule: str = "per_step") -> dict:
     """Train `model` in place on the training-pool examples selected by the bool mask `members`.
 
     Images stay uint8 on the device; each batch is augmented (zero padding, as for the raw
     images) and normalised as whole-tensor operations. `log(line)` receives one line per epoch.
     `compile_model` trains through `torch.compile(model)`: the same parameters, fused kernels.
     `precision`: "bf16" autocasts the forward pass on CUDA (faster; weights differ in the last bits),
-    "fp32" never does; the CPU always trains in fp32.
+    "fp32" never does; the CPU always trains in fp32. `lr_schedule`: see `cosine_schedule`.
     """
     gen = torch.Generator().manual_seed(seed)
     idx = torch.from_numpy(members).nonzero().squeeze(1)
@@ -45,13 +60,12 @@ def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batc
     y = data.y_train[idx].to(device)
     n = len(idx)
     steps_per_epoch = math.ceil(n / batch_size)
-    total = epochs * steps_per_epoch
     model.to(device).train()
     channels_last = device.type == "cuda"  # NHWC lets cuDNN use tensor cores for convs; same numbers, CPU gains nothing
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+    sched, per_step = cosine_schedule(opt, lr_schedule, epochs, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss()
     forward = torch.compile(model) if compile_model else model
     use_amp = device.type == "cuda" and precision == "bf16"
@@ -67,6 +81,9 @@ def train_model(model: nn.Module, data: ImageData, members, *, epochs: int, batc
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if per_step:
+                sched.step()
+        if not per_step:
             sched.step()
         if log is not None:
             log(f"epoch {epoch + 1}/{epochs} last-batch loss {float(loss.detach()):.4f} lr {sched.get_last_lr()[0]:.5f}")

@@ -4,7 +4,9 @@
 - resnet18, resnet50, densenet121: the paper's architectures in CIFAR form, built on
   torchvision's definitions with the ImageNet stem replaced by a 3x3 stride-1 conv and no
   max-pool, so 32x32 (CIFAR) and 64x64 (TinyImageNet) inputs keep their resolution in the
-  first stage.
+  first stage. `stem_init` says how that replaced stem starts: "kaiming_normal" (as torchvision
+  initialises every other conv of the net) or "pytorch_default" (nn.Conv2d's own initialisation,
+  uniform within 1/sqrt(fan_in): the authors' replacement conv keeps it).
 - airbench_small: an airbench-style conv-pool net sized for a laptop CPU (see AirbenchSmall).
 
 `reconstruction_units()` cuts a model's forward pass into a chain of `Unit`s: feeding the input
@@ -25,6 +27,8 @@ from torchvision.models import densenet as tv_densenet
 from torchvision.models import resnet as tv_resnet
 
 ZOO_ARCHS = ("digits_cnn", "resnet18", "resnet50", "densenet121", "airbench_small")
+STEM_INITS = ("kaiming_normal", "pytorch_default")
+REPLACED_STEMS = ("resnet18", "resnet50", "densenet121")  # the archs whose stem `stem_init` sets
 
 
 @dataclass
@@ -74,14 +78,22 @@ def _stem_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
 
 
+def _check_stem_init(stem_init: str) -> str:
+    if stem_init not in STEM_INITS:
+        raise ValueError(f"stem_init: {stem_init!r} is not one of {list(STEM_INITS)}")
+    return stem_init
+
+
 class CifarResNet(tv_resnet.ResNet):
     """torchvision's ResNet with a 3x3 stride-1 stem and no max-pool."""
 
-    def __init__(self, block, layers: list[int], num_classes: int, in_channels: int = 3):
+    def __init__(self, block, layers: list[int], num_classes: int, in_channels: int = 3,
+                 stem_init: str = "kaiming_normal"):
         super().__init__(block, layers, num_classes=num_classes)
         self.conv1 = _stem_conv(in_channels, 64)  # replaces the 7x7 stride-2 conv in place
         self.maxpool = nn.Identity()
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if _check_stem_init(stem_init) == "kaiming_normal":
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
 
     def reconstruction_units(self) -> list[Unit]:
         units = [unit_of(self, "stem", nn.Sequential(self.conv1, self.bn1, self.relu))]
@@ -120,12 +132,13 @@ class CifarDenseNet(tv_densenet.DenseNet):
     """torchvision's DenseNet with a 3x3 stride-1 stem and no max-pool."""
 
     def __init__(self, growth_rate: int, block_config: tuple, num_init_features: int,
-                 num_classes: int, in_channels: int = 3):
+                 num_classes: int, in_channels: int = 3, stem_init: str = "kaiming_normal"):
         super().__init__(growth_rate=growth_rate, block_config=block_config,
                          num_init_features=num_init_features, num_classes=num_classes)
         self.features.conv0 = _stem_conv(in_channels, num_init_features)
         del self.features.pool0
-        nn.init.kaiming_normal_(self.features.conv0.weight)
+        if _check_stem_init(stem_init) == "kaiming_normal":
+            nn.init.kaiming_normal_(self.features.conv0.weight)
 
     def reconstruction_units(self) -> list[Unit]:
         f = self.features
@@ -174,18 +187,23 @@ class AirbenchSmall(nn.Module):
         return units
 
 
-def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32) -> nn.Module:
-    """A model of the zoo; global pooling makes the CIFAR-form ones work for 32x32 and 64x64 inputs."""
+def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
+                stem_init: str = "kaiming_normal") -> nn.Module:
+    """A model of the zoo; global pooling makes the CIFAR-form ones work for 32x32 and 64x64 inputs.
+
+    `stem_init` applies to the archs with a replaced stem (`REPLACED_STEMS`); the others keep their own."""
+    if _check_stem_init(stem_init) != "kaiming_normal" and arch not in REPLACED_STEMS:
+        raise ValueError(f"stem_init: {stem_init!r} applies only to {list(REPLACED_STEMS)}, not arch {arch!r}")
     if arch == "digits_cnn":
         return DigitsCNN(num_classes, in_channels)
     if image_size < 8:
         raise ValueError(f"arch {arch!r}: images of {image_size} pixels are too small; need at least 8")
     if arch == "resnet18":
-        return CifarResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes, in_channels)
+        return CifarResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes, in_channels, stem_init)
     if arch == "resnet50":
-        return CifarResNet(tv_resnet.Bottleneck, [3, 4, 6, 3], num_classes, in_channels)
+        return CifarResNet(tv_resnet.Bottleneck, [3, 4, 6, 3], num_classes, in_channels, stem_init)
     if arch == "densenet121":
-        return CifarDenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels)
+        return CifarDenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels, stem_init)
     if arch == "airbench_small":
         return AirbenchSmall(num_classes, in_channels)
     raise ValueError(f"arch {arch!r} is not in the zoo; use one of {list(ZOO_ARCHS)}")

@@ -9,10 +9,12 @@ serves every architecture; pre-activation BNs (DenseNet's norm1) are left alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
+
+RETUNE_SAMPLINGS = ("with_replacement", "without_replacement")
 
 
 @dataclass
@@ -100,6 +102,32 @@ def retune_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor], momentum
         for m, mom in zip(bns, saved):
             m.momentum = mom
     return model.eval()
+
+
+def retune_indices(n: int, batch_size: int, steps: int, generator: torch.Generator,
+                   sampling: str = "with_replacement") -> Iterator[torch.Tensor]:
+    """The image indices of each of `steps` re-tuning batches, drawn lazily (a caller may draw
+    augmentations from the same generator between batches).
+
+    with_replacement: min(batch_size, n) independent draws per batch; without_replacement: shuffled
+    passes over the n images, each pass cut into batches of batch_size (the last one smaller when
+    n is not a multiple), as a shuffling DataLoader: every image once per pass (the authors' 100
+    batches of 128 from 1024 images are 12.5 passes).
+    """
+    if sampling not in RETUNE_SAMPLINGS:
+        raise ValueError(f"batch_sampling: {sampling!r} is not one of {list(RETUNE_SAMPLINGS)}")
+    done = 0
+    while done < steps:
+        if sampling == "with_replacement":
+            yield torch.randint(n, (min(batch_size, n),), generator=generator)
+            done += 1
+            continue
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            if done == steps:
+                return
+            yield order[start:start + batch_size]
+            done += 1
 
 
 def reestimate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:

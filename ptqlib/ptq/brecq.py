@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from ptqlib.models.zoo import Unit
 from .bn import fold_batchnorm
-from .grid import Grid, QuantizedWeight, fit_grid
+from .grid import Grid, QuantizedWeight, reconstruction_grid
 from .reconstruction import (CHUNK, Rounding, calibration_input, layer_loss_and_grads, paired_units, reconstruct,
                              rounding_options, run_chunked)
 
@@ -68,7 +68,7 @@ def fisher_weights(units_fp, k: int, x_fp: torch.Tensor, chunk: int = CHUNK) -> 
 
 
 def unfold_result(qw: QuantizedWeight, factor: torch.Tensor | None, original: torch.Tensor,
-                  symmetric: bool, clip_norm: float) -> QuantizedWeight:
+                  symmetric: bool, clip_norm: float, grid_search: str = "fine") -> QuantizedWeight:
     """Express a folded layer's codes on a grid for the unfolded weights (same dequantized net)."""
     if factor is None:
         return qw
@@ -81,7 +81,7 @@ def unfold_result(qw: QuantizedWeight, factor: torch.Tensor | None, original: to
     dead = f == 0  # gamma = 0: the channel's output ignores its weights; keep RTN codes
     if dead.any():
         w2d = original.flatten(1).float()
-        rtn = fit_grid(w2d, L, symmetric=symmetric, norm=clip_norm)
+        rtn = reconstruction_grid(w2d, L, symmetric, clip_norm, grid_search)
         scale, zero = torch.where(dead, rtn.scale, scale), torch.where(dead, rtn.zero, zero)
         codes = torch.where(dead, rtn.codes(w2d), codes)
     out = QuantizedWeight(Grid(scale, zero, L), codes)
@@ -90,7 +90,8 @@ def unfold_result(qw: QuantizedWeight, factor: torch.Tensor | None, original: to
 
 
 def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-          brecq_loss: str = "mse", brecq_lambda: float = 0.01, seed: int = 0, **rounding) -> dict[str, QuantizedWeight]:
+          brecq_loss: str = "mse", brecq_lambda: float = 0.01, seed: int = 0, grid_search: str = "fine",
+          **rounding) -> dict[str, QuantizedWeight]:
     """BRECQ unit by unit; `brecq_lambda` weighs the rounding regulariser, `rounding` holds the
     rounding options shared with AdaRound (`reconstruction.ROUNDING_OPTIONS`)."""
     if brecq_loss not in ("mse", "fisher"):
@@ -112,7 +113,7 @@ def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = Fa
         roundings = []
         for n, layer in zip(names, layers):
             w = layer.weight.detach()
-            roundings.append(Rounding(w, fit_grid(w.flatten(1), plan[n], symmetric=symmetric, norm=clip_norm)))
+            roundings.append(Rounding(w, reconstruction_grid(w.flatten(1), plan[n], symmetric, clip_norm, grid_search)))
         if names:
             target = run_chunked(fp_unit.module, x_fp)
             weight = fisher_weights(fp_units, k, x_fp) if brecq_loss == "fisher" else None
@@ -131,4 +132,4 @@ def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = Fa
                 with torch.no_grad():
                     layer.weight.copy_(q.weight(layer.weight.shape))
         x_q, x_fp = run_chunked(unit.module, x_q), run_chunked(fp_unit.module, x_fp)
-    return {n: unfold_result(q, folds.get(n), original[n], symmetric, clip_norm) for n, q in out.items()}
+    return {n: unfold_result(q, folds.get(n), original[n], symmetric, clip_norm, grid_search) for n, q in out.items()}

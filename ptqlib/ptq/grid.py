@@ -6,6 +6,11 @@ Weight-only, per-output-channel uniform grid: a channel's weights become
 always includes 0, so 0 is exactly representable) and keeping the shrink with the smallest
 Lp error, p = 2.4, all channels and candidates at once.
 
+Which shrinks are tried is `grid_search`: "fine" (100 shrinks 1 - 0.008 i) or "authors" (80
+shrinks 1 - 0.01 i, the Quant-MIA code's AdaRound/BRECQ and OBC quantizers alike). Their
+AdaRound/BRECQ quantizer also searches from the channel's raw [min, max], which need not hold 0
+(`raw_range`); their OBC quantizer, like ptqlib, widens it to include 0.
+
 A method's result is one `QuantizedWeight` (grid + integer codes) per layer: the grid is
 fitted here, methods differ only in how they choose the codes.
 """
@@ -58,17 +63,40 @@ def _grid_from_range(xmin: torch.Tensor, xmax: torch.Tensor, levels: int, symmet
     return scale, zero
 
 
+GRID_SEARCHES = ("fine", "authors")
+
+
+def shrink_factors(search: str = "fine", candidates: int = 100, max_shrink: float = 0.8) -> torch.Tensor:
+    """The range shrinks a grid search tries, largest (1) first, float32.
+
+    fine: 1 - i * max_shrink / candidates, i < candidates (1, 0.992, ..., 0.208 by default);
+    authors: 1 - 0.01 i, i < 80 (1, 0.99, ..., 0.21), computed in float64 as their Python loops do.
+    """
+    if search == "fine":
+        return 1.0 - torch.arange(candidates, dtype=torch.float32) * (max_shrink / candidates)
+    if search == "authors":
+        return (1.0 - torch.arange(80, dtype=torch.float64) * 0.01).float()
+    raise ValueError(f"grid_search: {search!r} is not one of {list(GRID_SEARCHES)}")
+
+
 def fit_grid(w2d: torch.Tensor, levels: int, symmetric: bool = False, norm: float = 2.4,
-             candidates: int = 100, max_shrink: float = 0.8) -> Grid:
+             candidates: int = 100, max_shrink: float = 0.8, search: str = "fine",
+             raw_range: bool = False) -> Grid:
     """Per-channel grid minimising sum |w - round(w)|^norm over shrunken ranges.
 
-    `w2d` is (C, D): one row per output channel. Candidate ranges are
-    [a * min, a * max] for a = 1, 1 - max_shrink/candidates, ..., all channels at once.
+    `w2d` is (C, D): one row per output channel. Candidate ranges are [a * min, a * max] for
+    the shrinks a of `shrink_factors(search, candidates, max_shrink)`, all channels at once; the
+    first of equal errors wins. [min, max] includes 0 unless `raw_range` (the authors'
+    AdaRound/BRECQ quantizer: a channel of one sign then has no 0 level). A channel whose range
+    is empty (all weights equal) gets scale 1.
     """
     w = w2d.detach().float()
-    xmin = torch.clamp(w.min(dim=1, keepdim=True).values, max=0.0)
-    xmax = torch.clamp(w.max(dim=1, keepdim=True).values, min=0.0)
-    shrink = 1.0 - torch.arange(candidates, dtype=torch.float32) * (max_shrink / candidates)
+    xmin = w.min(dim=1, keepdim=True).values
+    xmax = w.max(dim=1, keepdim=True).values
+    if not raw_range:
+        xmin, xmax = torch.clamp(xmin, max=0.0), torch.clamp(xmax, min=0.0)
+    shrink = shrink_factors(search, candidates, max_shrink)
+    candidates = len(shrink)
     best_err = torch.full_like(xmin, float("inf"))
     best_scale, best_zero = _grid_from_range(xmin, xmax, levels, symmetric)
     chunk = max(1, (1 << 24) // max(1, w.numel()))  # bound memory: ~16M elements per step
@@ -96,13 +124,21 @@ class QuantizedWeight:
         return self.grid.dequantize(self.codes).view(shape)
 
 
+def reconstruction_grid(w2d: torch.Tensor, levels: int, symmetric: bool, clip_norm: float,
+                        grid_search: str) -> Grid:
+    """The grid of RTN, AdaRound and BRECQ: with grid_search "authors", their AdaRound/BRECQ
+    quantizer's (80 shrinks of 1% from the raw [min, max])."""
+    return fit_grid(w2d, levels, symmetric=symmetric, norm=clip_norm, search=grid_search,
+                    raw_range=grid_search == "authors")
+
+
 def round_to_nearest(model: nn.Module, plan: dict[str, int], calib=None, *, symmetric: bool = False,
-                     clip_norm: float = 2.4) -> dict[str, QuantizedWeight]:
+                     clip_norm: float = 2.4, grid_search: str = "fine") -> dict[str, QuantizedWeight]:
     """RTN: every weight to its nearest grid point; needs no calibration data."""
     layers = dict(quantizable_layers(model))
     out = {}
     for name, levels in plan.items():
         w2d = layers[name].weight.detach().flatten(1)
-        grid = fit_grid(w2d, levels, symmetric=symmetric, norm=clip_norm)
+        grid = reconstruction_grid(w2d, levels, symmetric, clip_norm, grid_search)
         out[name] = QuantizedWeight(grid, grid.codes(w2d))
     return out

@@ -22,13 +22,13 @@ from .reconstruction import ROUNDING_OPTIONS
 
 QUANTIZERS = {"rtn": round_to_nearest, "adaround": adaround, "brecq": brecq, "obc": obc, "gptq": gptq}
 
-GRID_OPTIONS = ("symmetric", "clip_norm")
+GRID_OPTIONS = ("symmetric", "clip_norm", "grid_search")
 METHOD_OPTIONS = {
     "rtn": GRID_OPTIONS,
     "adaround": GRID_OPTIONS + ("seed", "adaround_lambda") + ROUNDING_OPTIONS,
     "brecq": GRID_OPTIONS + ("seed", "brecq_lambda", "brecq_loss") + ROUNDING_OPTIONS,
-    "obc": GRID_OPTIONS + ("obc_damp", "obc_hessian"),
-    "gptq": GRID_OPTIONS + ("obc_damp", "obc_hessian", "gptq_block"),
+    "obc": GRID_OPTIONS + ("obc_damp", "obc_hessian", "obc_cholesky"),
+    "gptq": GRID_OPTIONS + ("obc_damp", "obc_hessian", "obc_cholesky", "gptq_block"),
 }
 ALL_OPTIONS = frozenset(o for names in METHOD_OPTIONS.values() for o in names)
 
@@ -97,11 +97,13 @@ def recipe_label(method: str, bits: float, last_layer_bits=None) -> str:
 def keep_pruned_zeros(pruned: nn.Module, qmodel: nn.Module, qweights: dict) -> None:
     """Set every weight that is zero in `pruned` back to zero in the quantized model (in place).
 
-    0 is always on the grid (code = the channel's zero point), so the codes stay valid; methods that
+    0 is on the grid (code = the channel's zero point), so the codes stay valid; methods that
     compensate errors on other weights (OBC, GPTQ) would otherwise move some pruned weights off zero.
+    A grid searched from a raw range of one sign (grid_search "authors") has no 0: its nearest code.
     """
     layers = dict(quantizable_layers(pruned))
     for name, q in qweights.items():
         zero = (layers[name].weight.detach() == 0).flatten(1)
-        q.codes = torch.where(zero, q.grid.zero.expand_as(q.codes), q.codes)
+        zero_code = q.grid.zero.clamp(0, q.grid.levels - 1)
+        q.codes = torch.where(zero, zero_code.expand_as(q.codes), q.codes)
     apply_quantized(qmodel, qweights)

@@ -23,11 +23,19 @@ GPTQ: one column order for all rows, so one Hinv serves every row, in the Choles
 (upper factor U of Hinv: row i of U / U_ii is the column of the current inverse), with the
 update inside a block of columns done eagerly and the rest lazily, one GEMM per block.
 
+Inverting H (`obc_cholesky`): "strict" factors it in float64 and stops with a one-line error
+when it is not positive definite (raise obc_damp); "authors" does what the OBC authors'
+trueobs.py does: the Cholesky in float32 with TF32 off, and on failure 1 * I added to H (an
+absolute amount, whatever H's scale) and the layer quantized anyway; the layer's stats record
+`identity_added: 1.0` (the job's log and meta show it).
+
 Every result carries `algorithm` ("obq" or "gptq") and the per-layer loss in `stats`.
 The plain textbook OBQ that tests and benchmarks/bench_obc.py compare `obq_layer` with is
 tests/reference_obq.py.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -44,6 +52,8 @@ MEMORY_BUDGET = {"cpu": 64 * 2 ** 20, "cuda": 4 * 2 ** 30}
 # take ~4.7 MB per image at D = 576, so memory stays bounded whatever the calibration size.
 HESSIAN_CHUNK = 64
 HESSIAN_SOURCES = ("sequential", "fp")
+CHOLESKY_MODES = ("strict", "authors")
+AUTHORS_FALLBACK = 1.0  # trueobs.py adds this times I to a Hessian whose Cholesky fails
 OUTLIER = 0.25 * (1 + 1e-6)  # (w - q)^2 > OUTLIER * scale^2: pushed out of the grid
 
 
@@ -88,12 +98,43 @@ def prepare_hessian(h: torch.Tensor, w2d: torch.Tensor, damp: float) -> tuple[to
     return h, w2d
 
 
-def inverse(h: torch.Tensor) -> torch.Tensor:
-    chol, info = torch.linalg.cholesky_ex(h)
-    if info.item() != 0:
-        raise ValueError("OBC/GPTQ: the layer Hessian is not positive definite; raise obc_damp "
-                         f"(it is {h.diagonal().min().item():.3g} at its smallest diagonal entry)")
+class NotPositiveDefinite(ValueError):
+    """A layer Hessian has no Cholesky factor (strict mode)."""
+
+
+def inverse(h: torch.Tensor, cholesky: str = "strict", info: dict | None = None) -> torch.Tensor:
+    """H^-1 by Cholesky. strict: in H's dtype, NotPositiveDefinite when H is not positive definite;
+    authors: in float32, adding AUTHORS_FALLBACK * I once when that fails (noted in `info`)."""
+    if cholesky not in CHOLESKY_MODES:
+        raise ValueError(f"obc_cholesky: {cholesky!r} is not one of {list(CHOLESKY_MODES)}")
+    if cholesky == "authors":
+        h = h.float()
+    chol, status = torch.linalg.cholesky_ex(h)
+    if status.item() != 0 and cholesky == "authors":
+        h = h + AUTHORS_FALLBACK * torch.eye(len(h), dtype=h.dtype, device=h.device)
+        chol, status = torch.linalg.cholesky_ex(h)
+        if info is not None:
+            info["identity_added"] = AUTHORS_FALLBACK
+    if status.item() != 0:
+        raise NotPositiveDefinite(
+            "the layer Hessian is not positive definite (smallest diagonal entry "
+            f"{h.diagonal().min().item():.3g}); raise obc_damp, or set obc_cholesky: authors to add 1*I as the "
+            "OBC authors do")
     return torch.cholesky_inverse(chol)
+
+
+@contextmanager
+def tf32_off(enabled: bool = True):
+    """TF32 matmuls and convolutions off while inside (the OBC authors' setting), restored after."""
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 # ---------------------------------------------------------------- OBQ
@@ -152,10 +193,13 @@ def obq_rows(w: torch.Tensor, hinv: torch.Tensor, grid: Grid, max_steps: int | N
 
 
 def obq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float,
-              budget: int | None = None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes (R, D) and per-row losses (R,) of exact OBQ; rows in batches sized to `budget`."""
+              budget: int | None = None, dtype=torch.float32, cholesky: str = "strict",
+              info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (R, D) and per-row losses (R,) of exact OBQ; rows in batches sized to `budget`.
+
+    `cholesky` and `info`: see `inverse`."""
     hd, wd = prepare_hessian(h, w2d, damp)
-    hinv = inverse(hd).to(dtype)
+    hinv = inverse(hd, cholesky, info).to(dtype)
     r, d = wd.shape
     if budget is None:
         budget = MEMORY_BUDGET.get(w2d.device.type, MEMORY_BUDGET["cpu"])
@@ -178,10 +222,11 @@ def obq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float,
 # ---------------------------------------------------------------- GPTQ
 
 def gptq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float, block: int = 128,
-               dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes (R, D) and per-row losses (R,) of GPTQ in the natural column order."""
+               dtype=torch.float32, cholesky: str = "strict",
+               info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (R, D) and per-row losses (R,) of GPTQ in the natural column order (`cholesky`, `info`: `inverse`)."""
     hd, wd = prepare_hessian(h, w2d, damp)
-    u = torch.linalg.cholesky(inverse(hd), upper=True).to(dtype)
+    u = torch.linalg.cholesky(inverse(hd, cholesky, info).double(), upper=True).to(dtype)
     w = wd.to(dtype).clone()
     s, z, top = grid.scale.to(dtype), grid.zero.to(dtype), grid.levels - 1
     r, d = w.shape
@@ -208,21 +253,25 @@ def gptq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float, bloc
 
 # ---------------------------------------------------------------- the drivers
 
-def _quantize_layer(layer: nn.Module, h: torch.Tensor, samples: int, levels: int, solve, algorithm: str,
-                    symmetric: bool, clip_norm: float, hessian: str) -> QuantizedWeight:
+def _quantize_layer(name: str, layer: nn.Module, h: torch.Tensor, samples: int, levels: int, solve, algorithm: str,
+                    symmetric: bool, clip_norm: float, hessian: str, grid_search: str) -> QuantizedWeight:
     w2d = layer.weight.detach().flatten(1).float()
-    grid = fit_grid(w2d, levels, symmetric=symmetric, norm=clip_norm)
-    codes, losses = solve(w2d, h, grid)
+    grid = fit_grid(w2d, levels, symmetric=symmetric, norm=clip_norm, search=grid_search)
+    info = {}
+    try:
+        codes, losses = solve(w2d, h, grid, info)
+    except NotPositiveDefinite as err:
+        raise NotPositiveDefinite(f"obc_cholesky: layer {name}: {err}") from None
     q = QuantizedWeight(grid, codes)
     q.algorithm = algorithm
-    q.stats = {"loss": float(losses.sum()), "samples": samples}
+    q.stats = {"loss": float(losses.sum()), "samples": samples, **info}
     if hessian != "sequential":
         q.stats["hessian"] = hessian
     return q
 
 
 def _sequential(model: nn.Module, plan: dict[str, int], calib, solve, algorithm: str, symmetric: bool,
-                clip_norm: float) -> dict[str, QuantizedWeight]:
+                clip_norm: float, grid_search: str) -> dict[str, QuantizedWeight]:
     """Layers in forward order; each layer's H from inputs of the already-quantized prefix."""
     x_q = calibration_input(model, calib)
     model.eval()
@@ -245,8 +294,8 @@ def _sequential(model: nn.Module, plan: dict[str, int], calib, solve, algorithm:
                         unit.module(x_q[i:i + CHUNK])
             finally:
                 handle.remove()
-            q = _quantize_layer(layer, acc.hessian(), acc.n, plan[name], solve, algorithm, symmetric, clip_norm,
-                                "sequential")
+            q = _quantize_layer(name, layer, acc.hessian(), acc.n, plan[name], solve, algorithm, symmetric,
+                                clip_norm, "sequential", grid_search)
             out[name] = q
             with torch.no_grad():
                 layer.weight.copy_(q.weight(layer.weight.shape))
@@ -283,36 +332,43 @@ def fp_hessians(model: nn.Module, names, calib, chunk: int = HESSIAN_CHUNK) -> d
 
 
 def _full_precision(model: nn.Module, plan: dict[str, int], calib, solve, algorithm: str, symmetric: bool,
-                    clip_norm: float) -> dict[str, QuantizedWeight]:
+                    clip_norm: float, grid_search: str) -> dict[str, QuantizedWeight]:
     """Every layer's H from the FP model in one pass, then each layer quantized from its FP weights."""
     accs = fp_hessians(model, list(plan), calib)
     modules = dict(model.named_modules())
-    out = {name: _quantize_layer(modules[name], acc.hessian(), acc.n, plan[name], solve, algorithm, symmetric,
-                                 clip_norm, "fp") for name, acc in accs.items()}
+    out = {name: _quantize_layer(name, modules[name], acc.hessian(), acc.n, plan[name], solve, algorithm, symmetric,
+                                 clip_norm, "fp", grid_search) for name, acc in accs.items()}
     with torch.no_grad():
         for name, q in out.items():
             modules[name].weight.copy_(q.weight(modules[name].weight.shape))
     return out
 
 
-def _drive(model, plan, calib, solve, algorithm, symmetric, clip_norm, hessian):
+def _drive(model, plan, calib, solve, algorithm, symmetric, clip_norm, hessian, grid_search, cholesky):
     if hessian not in HESSIAN_SOURCES:
         raise ValueError(f"obc_hessian: {hessian!r} is not one of {list(HESSIAN_SOURCES)}")
+    if cholesky not in CHOLESKY_MODES:
+        raise ValueError(f"obc_cholesky: {cholesky!r} is not one of {list(CHOLESKY_MODES)}")
     driver = _sequential if hessian == "sequential" else _full_precision
-    return driver(model, plan, calib, solve, algorithm, symmetric, clip_norm)
+    with tf32_off(cholesky == "authors"):
+        return driver(model, plan, calib, solve, algorithm, symmetric, clip_norm, grid_search)
 
 
 # ---------------------------------------------------------------- the methods
 
 def obc(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-        obc_damp: float = 0.01, obc_hessian: str = "sequential") -> dict[str, QuantizedWeight]:
+        obc_damp: float = 0.01, obc_hessian: str = "sequential", grid_search: str = "fine",
+        obc_cholesky: str = "strict") -> dict[str, QuantizedWeight]:
     """Exact OBQ on every layer (cost O(rows * D^3): use "gptq" for very wide layers on CPU)."""
-    return _drive(model, plan, calib, lambda w, h, g: obq_layer(w, h, g, obc_damp), "obq",
-                  symmetric, clip_norm, obc_hessian)
+    return _drive(model, plan, calib,
+                  lambda w, h, g, info: obq_layer(w, h, g, obc_damp, cholesky=obc_cholesky, info=info), "obq",
+                  symmetric, clip_norm, obc_hessian, grid_search, obc_cholesky)
 
 
 def gptq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-         obc_damp: float = 0.01, obc_hessian: str = "sequential", gptq_block: int = 128) -> dict[str, QuantizedWeight]:
+         obc_damp: float = 0.01, obc_hessian: str = "sequential", gptq_block: int = 128, grid_search: str = "fine",
+         obc_cholesky: str = "strict") -> dict[str, QuantizedWeight]:
     """GPTQ on every layer, in the natural column order (O(D^3 + rows * D^2) per layer)."""
-    return _drive(model, plan, calib, lambda w, h, g: gptq_layer(w, h, g, obc_damp, gptq_block), "gptq",
-                  symmetric, clip_norm, obc_hessian)
+    return _drive(model, plan, calib,
+                  lambda w, h, g, info: gptq_layer(w, h, g, obc_damp, gptq_block, cholesky=obc_cholesky, info=info),
+                  "gptq", symmetric, clip_norm, obc_hessian, grid_search, obc_cholesky)

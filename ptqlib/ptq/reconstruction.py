@@ -261,6 +261,24 @@ def _output_grad(diff: torch.Tensor, wb: torch.Tensor | None, per: float):
 
 
 INDEX_BLOCK = 1024  # batch indices drawn this many steps at a time: one randint call, not one per step
+SAMPLINGS = ("with_replacement", "without_replacement")
+
+
+def batch_indices(n: int, batch: int, count: int, generator: torch.Generator,
+                  sampling: str = "with_replacement") -> torch.Tensor:
+    """(count, batch) indices into n calibration examples, one row per optimisation step.
+
+    with_replacement: every index drawn independently (an image may repeat within a batch);
+    without_replacement: each batch `batch` distinct images, batches drawn independently, as the
+    authors' `torch.randperm(n)[:batch]` per iteration (here a row-wise argsort of uniforms).
+    """
+    if sampling == "with_replacement":
+        return torch.randint(n, (count, batch), generator=generator)
+    if sampling != "without_replacement":
+        raise ValueError(f"batch_sampling: {sampling!r} is not one of {list(SAMPLINGS)}")
+    rows = max(1, (1 << 22) // n)  # bound the uniforms drawn at once to ~4M
+    return torch.cat([torch.rand(min(rows, count - i), n, generator=generator).argsort(dim=1)[:, :batch]
+                      for i in range(0, count, rows)])
 
 
 @contextmanager
@@ -283,13 +301,13 @@ def flush_denormals():
 def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: torch.Tensor, *,
                 iters: int, batch: int, lr: float, lam: float, warmup: float, beta_start: float,
                 beta_end: float, weight: torch.Tensor | None = None, seed: int = 0, early_stop: bool = True,
-                loss_and_grads=None) -> dict:
+                loss_and_grads=None, sampling: str = "with_replacement") -> dict:
     """Optimise the roundings so that forward(x, soft weights) matches `target`.
 
     `forward(x, ws)` is differentiated by autograd; a `loss_and_grads(x, y, ws, weight)`
     callable (e.g. `layer_loss_and_grads(layer)`) may be passed instead, as `forward=None,
     loss_and_grads=...`. Loss per batch: `reconstruction_loss` plus the rounding regulariser
-    (after the warm-up).
+    (after the warm-up). Batches are drawn by `batch_indices(..., sampling)`.
     Returns {"iters_run", "early_stop", "rec_loss", "seconds"} (seconds: the optimisation loop).
     """
     if iters == 0 or not roundings:
@@ -307,7 +325,7 @@ def reconstruct(forward, roundings: list[Rounding], x: torch.Tensor, target: tor
     with flush_denormals():
         for step in range(iters):
             if step % INDEX_BLOCK == 0:
-                block = torch.randint(n, (min(INDEX_BLOCK, iters - step), b), generator=gen).to(x.device)
+                block = batch_indices(n, b, min(INDEX_BLOCK, iters - step), gen, sampling).to(x.device)
             idx = block[step % INDEX_BLOCK]
             ws = [r.soft_step() for r in roundings]
             rec, grads = loss_and_grads(x.index_select(0, idx), target.index_select(0, idx), ws,
@@ -374,11 +392,13 @@ def calibration_input(model: nn.Module, calib) -> torch.Tensor:
 
 
 ROUNDING_OPTIONS = ("adaround_iters", "adaround_batch", "adaround_lr", "adaround_warmup",
-                    "adaround_beta_start", "adaround_beta_end")  # shared by AdaRound and BRECQ
+                    "adaround_beta_start", "adaround_beta_end", "batch_sampling")  # shared by AdaRound and BRECQ
 
 
 def rounding_options(lam: float, adaround_iters=20000, adaround_batch=32, adaround_lr=1e-3,
-                     adaround_warmup=0.2, adaround_beta_start=20.0, adaround_beta_end=2.0) -> dict:
+                     adaround_warmup=0.2, adaround_beta_start=20.0, adaround_beta_end=2.0,
+                     batch_sampling="with_replacement") -> dict:
     """`reconstruct`'s keyword arguments from the shared rounding options and a method's lambda."""
     return {"iters": adaround_iters, "lam": lam, "batch": adaround_batch, "lr": adaround_lr,
-            "warmup": adaround_warmup, "beta_start": adaround_beta_start, "beta_end": adaround_beta_end}
+            "warmup": adaround_warmup, "beta_start": adaround_beta_start, "beta_end": adaround_beta_end,
+            "sampling": batch_sampling}

@@ -48,7 +48,8 @@ ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_si
 METHODS = tuple(QUANTIZERS)  # rtn, adaround, brecq, obc, gptq
 ACT_BITS = (None, 2, 3, 4, 5, 6, 7, 8)
 _PAIR_ATTACKS = ("online", "online_fixed", "offline", "offline_fixed")  # threat.BOTH_MODELS_ATTACKS
-_PAIR_ATTACKS = ("online", "online_fixed", "offline", "offline_fixed")  # threat.BOTH_MODELS_ATTACKS
+REPLACED_STEMS = ("resnet18", "resnet50", "densenet121")  # = zoo.REPLACED_STEMS (no torch import here)
+FIXED_STATS_DATASETS = ("cifar10", "cifar100", "tinyimagenet")  # = data.FIXED_STATS
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,12 @@ class StudyConfig:
     image_size: int = key(0, "folder datasets: resize to this square size (0 = keep the files' size)", at_least=0)
     train_subset: int = key(0, "use only the first n examples of the training pool (0 = all)", at_least=0)
     test_subset: int = key(0, "use only the first n test examples (0 = all)", at_least=0)
+    normalization: str = key("pool", "per-channel mean/std: pool (the pool in use: right for any dataset and subset) | "
+                             "fixed (published constants, ImageNet's for tinyimagenet: the authors')",
+                             choices=("pool", "fixed"))
+    stem_init: str = key("kaiming_normal", "resnet/densenet 3x3 stem: kaiming_normal (as torchvision starts every other "
+                         "conv) | pytorch_default (nn.Conv2d's own: the authors')",
+                         choices=("kaiming_normal", "pytorch_default"))
     # ---- membership game
     seed: int = key(0, "seeds every membership mask, model initialisation and calibration draw")
     num_targets: int = key(8, "target models, each trained on a random half of the pool", at_least=1)
@@ -79,6 +86,8 @@ class StudyConfig:
     epochs: int = key(40, "training epochs (cosine learning-rate schedule over all of them)", at_least=1)
     batch_size: int = key(64, "training batch size (also BN re-tuning's batch size)", at_least=1)
     lr: float = key(0.1, "SGD learning rate", above=0)
+    lr_schedule: str = key("per_step", "cosine stepped per_step (smooth, also over few epochs) | per_epoch "
+                           "(a staircase: the authors')", choices=("per_step", "per_epoch"))
     momentum: float = key(0.9, "SGD momentum", at_least=0, below=1)
     weight_decay: float = key(5e-4, "SGD weight decay", at_least=0)
     augment: str = key("none", "training augmentation (also applied to calibration images)",
@@ -96,6 +105,16 @@ class StudyConfig:
                              at_least=1)
     calib_source: str = key("members", "members (the paper) | holdout (the test split, disjoint from the pool)",
                             choices=("members", "holdout"))
+    calib_draw: str = key("training_order", "calibration images: training_order (epoch 1's first batches; kept so "
+                          "stored results stay valid) | independent (a draw of their own: the authors')",
+                          choices=("training_order", "independent"))
+    grid_search: str = key("fine", "grid search: fine (100 shrinks of 0.8%, the range always holding 0, so 0 is exact) "
+                           "| authors (80 shrinks of 1%; AdaRound/BRECQ/RTN from the raw min/max)",
+                           choices=("fine", "authors"))
+    batch_sampling: str = key("with_replacement", "AdaRound/BRECQ and BN re-tuning batches: with_replacement (kept so "
+                              "stored results stay valid) | without_replacement (distinct images per batch; BN "
+                              "re-tuning in shuffled passes: the authors')",
+                              choices=("with_replacement", "without_replacement"))
     adaround_iters: int = key(300, "AdaRound/BRECQ iterations per layer or block", at_least=0)
     adaround_lr: float = key(0.03, "AdaRound/BRECQ Adam learning rate on the rounding variable", above=0)
     adaround_lambda: float = key(0.01, "AdaRound's rounding-regulariser weight (authors: 0.001)", above=0)
@@ -109,6 +128,9 @@ class StudyConfig:
     obc_calib_rounds: int = key(1, "OBC/GPTQ: rounds of fresh augmentation over the calibration images "
                                 "(authors: 10)", at_least=1)
     obc_damp: float = key(0.01, "OBC/GPTQ relative dampening of the Hessian diagonal (authors: 0)", at_least=0)
+    obc_cholesky: str = key("strict", "OBC/GPTQ Hessian inverse: strict (float64; not positive definite stops the job "
+                            "naming obc_damp) | authors (float32, TF32 off, + 1*I where it fails, logged)",
+                            choices=("strict", "authors"))
     bn_retune: tuple = key((), "methods after which BatchNorm statistics are re-tuned (authors: [obc])",
                            each=METHODS)
     bn_retune_source: str = key("pool", "BN re-tuning images: pool (members and non-members: the authors') "
@@ -318,9 +340,12 @@ def _check_combinations(v: dict) -> None:
     if "both_models" in v["threat_models"] and not any(a in _PAIR_ATTACKS for a in v["attacks"]):
         _fail("threat_models", f"both_models scores only the attacks {list(_PAIR_ATTACKS)}; add one of them "
                                f"to attacks (now {list(v['attacks'])})")
-    if "both_models" in v["threat_models"] and not any(a in _PAIR_ATTACKS for a in v["attacks"]):
-        _fail("threat_models", f"both_models scores only the attacks {list(_PAIR_ATTACKS)}; add one of them "
-                               f"to attacks (now {list(v['attacks'])})")
+    if v["stem_init"] != "kaiming_normal" and v["arch"] not in REPLACED_STEMS:
+        _fail("stem_init", f"{v['stem_init']!r} applies only to the archs with a replaced stem {list(REPLACED_STEMS)}, "
+                           f"not {v['arch']!r}; use 'kaiming_normal'")
+    if v["normalization"] == "fixed" and v["dataset"] not in FIXED_STATS_DATASETS:
+        _fail("normalization", f"'fixed' has constants only for {list(FIXED_STATS_DATASETS)}, not "
+                               f"{v['dataset']!r}; use 'pool'")
     _check_calibration(v)
     _check_rmia_population(v)
     _check_extras(v)

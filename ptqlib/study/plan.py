@@ -22,6 +22,11 @@ METHOD_KEYS = {
     "obc": ("obc_damp", "obc_hessian"),
     "gptq": ("obc_damp", "obc_hessian"),
 }
+# Protocol keys (the authors' steps): passed to the methods that read them only when set away from
+# their default, so the default study's job keys stay those of before they existed.
+PROTOCOL_KEYS = {"grid_search": tuple(METHOD_KEYS), "obc_cholesky": ("obc", "gptq"),
+                 "batch_sampling": ("adaround", "brecq")}
+_DEFAULT = StudyConfig()
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ def data_spec(cfg: StudyConfig) -> DataSpec:
         if cfg.canaries else {}  # without canaries the spec keeps its neutral defaults
     return DataSpec(dataset=cfg.dataset, data_root=str(cfg.data_path), test_fraction=cfg.test_fraction,
                     image_size=cfg.image_size, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
-                    download=cfg.download, **canaries)
+                    download=cfg.download, normalization=cfg.normalization, **canaries)
 
 
 def train_job(cfg: StudyConfig, role: str, index: int) -> TrainJob:
@@ -69,7 +74,7 @@ def train_job(cfg: StudyConfig, role: str, index: int) -> TrainJob:
                     num_models=cfg.num_shadows if masks == "argsort" else 0, epochs=cfg.epochs,
                     batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                     augment=cfg.augment, precision=cfg.train_precision, torch_compile=cfg.torch_compile,
-                    device=cfg.device)
+                    device=cfg.device, stem_init=cfg.stem_init, lr_schedule=cfg.lr_schedule)
 
 
 def quantize_job(cfg: StudyConfig, source: TrainJob, recipe: dict, act_bits: int | None = None) -> QuantizeJob:
@@ -82,9 +87,12 @@ def quantize_job(cfg: StudyConfig, source: TrainJob, recipe: dict, act_bits: int
     if method in cfg.bn_retune:
         retune = BNRetune(source=cfg.bn_retune_source, samples=cfg.bn_retune_samples, steps=cfg.bn_retune_steps,
                           batch_size=cfg.batch_size, augment=cfg.bn_retune_augment,
-                          momentum=cfg.bn_retune_momentum)
+                          momentum=cfg.bn_retune_momentum, sampling=cfg.batch_sampling)
+    protocol = tuple((k, getattr(cfg, k)) for k, users in PROTOCOL_KEYS.items()
+                     if method in users and getattr(cfg, k) != getattr(_DEFAULT, k))
     return QuantizeJob(source=source, **recipe, layer_bits=tuple(sorted(cfg.layer_bits.items())),
-                       options=tuple((k, getattr(cfg, k)) for k in METHOD_KEYS[method]),
+                       options=tuple((k, getattr(cfg, k)) for k in METHOD_KEYS[method]) + protocol,
+                       calib_draw=cfg.calib_draw if calib else "training_order",
                        calib_samples=calib, calib_source=cfg.calib_source if calib else "members",
                        calib_rounds=cfg.obc_calib_rounds if is_obc else 1, bn_retune=retune,
                        act_bits=None if act_bits is None else int(act_bits),
@@ -132,6 +140,7 @@ def dp_train_job(cfg: StudyConfig, base: TrainJob, noise: float):
     if base.role == "shadow" and base.masks == "argsort":
         fields["num_models"] = cfg.dp_shadows or cfg.num_shadows
     fields["epochs"] = cfg.dp_epochs or cfg.epochs
+    fields["lr_schedule"] = "per_step"  # train_private steps its cosine per batch whatever the key says
     return DPTrainJob(**fields, noise_multiplier=float(noise), max_grad_norm=cfg.dp_clip)
 
 

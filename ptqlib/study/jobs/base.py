@@ -137,20 +137,23 @@ class DataSpec:
     train_subset: int
     test_subset: int
     download: bool = False
+    normalization: str = "pool"  # pool | fixed (the dataset's constants)
     canaries: int = 0  # pool examples turned into canaries (data.canaries.insert_canaries); 0 = none
     canary_kind: str = "mislabel"
     canary_seed: int = 0
 
     def identity(self) -> dict:
-        """What identifies the examples (not where they lie, except for an ImageFolder).
-
-        The canary fields enter only when there are canaries, so a study without them keeps its keys.
+        """What identifies the examples (not where they lie, except for an ImageFolder) and their
+        normalisation. The normalisation (when not the pool's) and the canary fields (when there are
+        canaries) enter only when set, so a study without them keeps its keys.
         """
         if self.dataset == "digits":
             out = {"dataset": "digits", "test_fraction": self.test_fraction}
         else:
             out = dataset_identity(self.dataset, train_subset=self.train_subset, test_subset=self.test_subset,
                                    root=self.data_root, image_size=self.image_size)
+        if self.normalization != "pool":
+            out = {**out, "normalization": self.normalization}
         if self.canaries:
             out = {**out, "canaries": self.canaries, "canary_kind": self.canary_kind, "canary_seed": self.canary_seed}
         return out
@@ -166,15 +169,15 @@ def load_data(spec: DataSpec, store: Store) -> ImageData:
         verify = os.environ.get(VERIFY_ENV, "1") != "0"  # tests on fake CIFAR files switch the MD5 check off
         data = load_dataset(spec.dataset, root=spec.data_root, store=store, test_fraction=spec.test_fraction,
                             image_size=spec.image_size, train_subset=spec.train_subset, test_subset=spec.test_subset,
-                            download=spec.download, verify=verify)
+                            download=spec.download, verify=verify, normalization=spec.normalization)
         _DATA[cache_key] = insert_canaries(data, spec.canaries, spec.canary_kind, spec.canary_seed)
     return _DATA[cache_key]
 
 
-def new_model(arch: str, data: ImageData) -> torch.nn.Module:
+def new_model(arch: str, data: ImageData, stem_init: str = "kaiming_normal") -> torch.nn.Module:
     """A freshly initialised `arch` for the dataset's image shape and class count."""
     c, h, _ = data.shape
-    return build_model(arch, data.num_classes, c, h)
+    return build_model(arch, data.num_classes, c, h, stem_init)
 
 
 def save_model(model: torch.nn.Module, path: Path) -> None:

@@ -16,10 +16,12 @@ from ptqlib.models.training import accuracy
 from ptqlib.models.zoo import quantizable_layers
 from ptqlib.ptq import layer_bits_plan, quantize_model, recipe_label
 from ptqlib.ptq.activations import attach_activation_quantizers, quantize_activations
-from ptqlib.ptq.bn import retune_batchnorm
+from ptqlib.ptq.bn import retune_batchnorm, retune_indices
 from ptqlib.ptq.methods import keep_pruned_zeros
 from ptqlib.runtime.store import Store
 from ptqlib.study.jobs.base import ModelJob, load_data, save_model
+
+CALIBRATION_STREAM = 4  # calib_draw independent: the calibration generator's own seed stream
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class BNRetune:
     batch_size: int
     augment: bool  # with the training augmentation
     momentum: float | None  # None: exact average over the batches
+    sampling: str = "with_replacement"  # | without_replacement (shuffled passes, see ptq.bn.retune_indices)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class QuantizeJob(ModelJob):
     bn_retune: BNRetune | None = None
     act_bits: int | None = None  # activations entering every quantized layer: None = floating point
     act_range: str = ""  # act_bits only: minmax | mse | percentile (see ptq.activations)
+    calib_draw: str = "training_order"  # | independent: the calibration images' own generator
 
     @property
     def params(self) -> dict:
@@ -57,6 +61,10 @@ class QuantizeJob(ModelJob):
         p["bn_retune"] = None if self.bn_retune is None else dataclasses.asdict(self.bn_retune)
         if self.act_bits is None:  # activation fields enter the key only when activations are quantized
             del p["act_bits"], p["act_range"]
+        if self.calib_draw == "training_order":  # protocol fields enter the key only when set
+            del p["calib_draw"]
+        if p["bn_retune"] is not None and p["bn_retune"]["sampling"] == "with_replacement":
+            del p["bn_retune"]["sampling"]
         return p
 
     @property
@@ -79,10 +87,15 @@ class QuantizeJob(ModelJob):
         """`calib_samples` normalised images with the training augmentation (uint8 first, as in training).
 
         From the model's own members (the paper) or the test split (disjoint from the pool). With
-        several rounds, the same images under fresh augmentation, one tensor per round.
+        several rounds, the same images under fresh augmentation, one tensor per round. The
+        generator is the one training starts from (training_order: the members' pick is then epoch
+        1's order) or one of the calibration's own (independent).
         """
         trained = self.train_job
-        gen = torch.Generator().manual_seed(trained.model_seed)
+        seed = trained.model_seed
+        if self.calib_draw == "independent":
+            seed = int(np.random.SeedSequence([seed, CALIBRATION_STREAM]).generate_state(1)[0])
+        gen = torch.Generator().manual_seed(seed)
         pool = data.x_train[torch.from_numpy(members)] if self.calib_source == "members" else data.x_test
         pick = torch.randperm(len(pool), generator=gen)[: self.calib_samples]
         rounds = [data.normalize(augment_batch(pool[pick], trained.augment, gen)) for _ in range(self.calib_rounds)]
@@ -95,8 +108,7 @@ class QuantizeJob(ModelJob):
         pool = data.x_train if spec.source == "pool" else data.x_train[torch.from_numpy(members)]
         images = pool[torch.randperm(len(pool), generator=gen)[: spec.samples]]
         augment = trained.augment if spec.augment else "none"
-        for _ in range(spec.steps):
-            pick = torch.randint(len(images), (min(spec.batch_size, len(images)),), generator=gen)
+        for pick in retune_indices(len(images), spec.batch_size, spec.steps, gen, spec.sampling):
             yield data.normalize(augment_batch(images[pick], augment, gen))
 
     def retune(self, qmodel: torch.nn.Module, data: ImageData, members: np.ndarray) -> None:
@@ -129,10 +141,12 @@ class QuantizeJob(ModelJob):
         stats = {n: getattr(q, "stats", None) for n, q in qweights.items()}
         write_log(out, qweights, algorithm, rel_err, stats)
         trained = self.train_job
+        added = {n: st["identity_added"] for n, st in stats.items() if (st or {}).get("identity_added")}
         return {"test_acc": accuracy(qmodel, data), "bits_plan": bits_by_layer, "relative_weight_error": rel_err,
                 "label": self.label, "algorithm": algorithm, "method_stats": stats,
                 "bn_retuned": self.bn_retune is not None, "act_bits": self.act_bits,
-                "source": {"role": trained.role, "index": trained.index}}
+                "source": {"role": trained.role, "index": trained.index},
+                **({"identity_added": added} if added else {})}
 
     def load(self, store: Store) -> torch.nn.Module:
         model = super().load(store)
@@ -161,3 +175,6 @@ def write_log(out: Path, qweights: dict, algorithm: dict, rel_err: dict, stats: 
         for n, q in qweights.items():
             print(f"{n}: {q.grid.levels} levels by {algorithm[n]}, relative weight error {rel_err[n]:.4f}, "
                   f"stats {stats[n]}", file=log)
+            if (stats[n] or {}).get("identity_added"):
+                print(f"{n}: Hessian not positive definite in float32; added {stats[n]['identity_added']:g} * I "
+                      "and quantized (obc_cholesky: authors, as the OBC authors' trueobs.py)", file=log)

@@ -43,6 +43,16 @@ class TrainJob(ModelJob):
     precision: str = "bf16"  # CUDA autocast; the CPU always trains in fp32
     torch_compile: bool = False
     device: str = "auto"
+    stem_init: str = "kaiming_normal"  # CIFAR-form archs: kaiming_normal | pytorch_default
+    lr_schedule: str = "per_step"  # per_step | per_epoch
+
+    @property
+    def params(self) -> dict:
+        p = super().params
+        for name, default in (("stem_init", "kaiming_normal"), ("lr_schedule", "per_step")):
+            if p[name] == default:  # enter the key only when set: older keys stay valid
+                del p[name]
+        return p
 
     @property
     def train_job(self) -> TrainJob:
@@ -82,7 +92,7 @@ class TrainJob(ModelJob):
 
     def new_model(self, data: ImageData) -> torch.nn.Module:
         """The untrained architecture (a DP-SGD job swaps BatchNorm for GroupNorm)."""
-        return new_model(self.arch, data)
+        return new_model(self.arch, data, self.stem_init)
 
     def compute(self, store: Store, out: Path) -> dict:
         data = load_data(self.data, store)
@@ -101,7 +111,7 @@ class TrainJob(ModelJob):
         """Train `model` in place on its members (a DP-SGD job trains differently)."""
         return train_model(model, data, keep, **self.training_options(), seed=self.model_seed,
                            device=pick_device(self.device), compile_model=self.torch_compile,
-                           precision=self.precision, log=log)
+                           precision=self.precision, lr_schedule=self.lr_schedule, log=log)
 
     def keep(self, store: Store) -> np.ndarray:
         return np.load(store.require(self, "model") / "keep.npy")
