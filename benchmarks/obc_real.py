@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import os
 import sys
 import time
@@ -39,14 +38,15 @@ from ptqlib.models.zoo import quantizable_layers  # noqa: E402
 from ptqlib.study.plan import quantize_job  # noqa: E402
 from ptqlib.ptq import apply_quantized, layer_bits_plan, n_levels, quantize_model  # noqa: E402
 from ptqlib.ptq.bn import retune_batchnorm  # noqa: E402
-from ptqlib.ptq.obc import _quantize_layer, fp_hessians, gptq_layer, obc, obq_layer  # noqa: E402
+from ptqlib.ptq.grid import CLIP_NORM  # noqa: E402
+from ptqlib.ptq.obc import _quantize_layer, fp_hessians, gptq_layer, obq_layer  # noqa: E402
 from ptqlib.models.training import accuracy  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 AUTHORS_OBC = {"obc_hessian": "fp", "obc_calib_samples": 2048, "obc_calib_rounds": 10, "obc_damp": 0.0,
                "bn_retune": ["obc"], "bn_retune_source": "pool"}
 # the grid options the study leaves at the method's defaults (plan.METHOD_KEYS passes none to OBC)
-CLIP = inspect.signature(obc).parameters["clip_norm"].default
+CLIP = CLIP_NORM
 
 
 def authors_obc(args, lines, job, model, data, members) -> dict:

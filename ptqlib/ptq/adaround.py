@@ -12,13 +12,12 @@ import copy
 import torch
 from torch import nn
 
-from .grid import QuantizedWeight, reconstruction_grid
+from .grid import CLIP_NORM, QuantizedWeight, reconstruction_grid
 from .reconstruction import (Rounding, calibration_input, capture, layer_loss_and_grads, paired_units,
                              reconstruct, rounding_options, run_chunked)
 
 
-def adaround(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-             seed: int = 0, adaround_lambda: float = 0.01, grid_search: str = "fine",
+def adaround(model: nn.Module, plan: dict[str, int], calib, *, seed: int = 0, adaround_lambda: float = 0.01, grid_search: str = "fine",
              **rounding) -> dict[str, QuantizedWeight]:
     """Layer-wise AdaRound: each layer in forward order, input from the quantized prefix.
 
@@ -41,7 +40,7 @@ def adaround(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool =
             x_in = capture(unit.module, layer, x_q, "input")
             target = capture(fp_unit.module, fp_layer, x_fp, "output")
             w = layer.weight.detach()
-            grid = reconstruction_grid(w.flatten(1), plan[name], symmetric, clip_norm, grid_search)
+            grid = reconstruction_grid(w.flatten(1), plan[name], False, CLIP_NORM, grid_search)
             r = Rounding(w, grid)
             stats = reconstruct(None, [r], x_in, target, seed=seed, loss_and_grads=layer_loss_and_grads(layer),
                                 **ropts)

@@ -27,7 +27,7 @@ from torch.nn import functional as F
 
 from ptqlib.models.zoo import Unit
 from .bn import fold_batchnorm
-from .grid import Grid, QuantizedWeight, reconstruction_grid
+from .grid import CLIP_NORM, Grid, QuantizedWeight, reconstruction_grid
 from .reconstruction import (CHUNK, Rounding, calibration_input, layer_loss_and_grads, paired_units, reconstruct,
                              rounding_options, run_chunked)
 
@@ -89,8 +89,7 @@ def unfold_result(qw: QuantizedWeight, factor: torch.Tensor | None, original: to
     return out
 
 
-def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-          brecq_loss: str = "mse", brecq_lambda: float = 0.01, seed: int = 0, grid_search: str = "fine",
+def brecq(model: nn.Module, plan: dict[str, int], calib, *, brecq_loss: str = "mse", brecq_lambda: float = 0.01, seed: int = 0, grid_search: str = "fine",
           **rounding) -> dict[str, QuantizedWeight]:
     """BRECQ unit by unit; `brecq_lambda` weighs the rounding regulariser, `rounding` holds the
     rounding options shared with AdaRound (`reconstruction.ROUNDING_OPTIONS`)."""
@@ -113,7 +112,7 @@ def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = Fa
         roundings = []
         for n, layer in zip(names, layers):
             w = layer.weight.detach()
-            roundings.append(Rounding(w, reconstruction_grid(w.flatten(1), plan[n], symmetric, clip_norm, grid_search)))
+            roundings.append(Rounding(w, reconstruction_grid(w.flatten(1), plan[n], False, CLIP_NORM, grid_search)))
         if names:
             target = run_chunked(fp_unit.module, x_fp)
             weight = fisher_weights(fp_units, k, x_fp) if brecq_loss == "fisher" else None
@@ -132,4 +131,4 @@ def brecq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = Fa
                 with torch.no_grad():
                     layer.weight.copy_(q.weight(layer.weight.shape))
         x_q, x_fp = run_chunked(unit.module, x_q), run_chunked(fp_unit.module, x_fp)
-    return {n: unfold_result(q, folds.get(n), original[n], symmetric, clip_norm, grid_search) for n, q in out.items()}
+    return {n: unfold_result(q, folds.get(n), original[n], False, CLIP_NORM, grid_search) for n, q in out.items()}

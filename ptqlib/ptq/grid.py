@@ -51,6 +51,9 @@ class Grid:
         return self.dequantize(self.codes(w2d))
 
 
+CLIP_NORM = 2.4  # the grid search minimises the L2.4 error (the paper's); the grid is always asymmetric
+
+
 def _grid_from_range(xmin: torch.Tensor, xmax: torch.Tensor, levels: int, symmetric: bool):
     if symmetric:
         half = levels // 2
@@ -132,13 +135,13 @@ def reconstruction_grid(w2d: torch.Tensor, levels: int, symmetric: bool, clip_no
                     raw_range=grid_search == "authors")
 
 
-def round_to_nearest(model: nn.Module, plan: dict[str, int], calib=None, *, symmetric: bool = False,
-                     clip_norm: float = 2.4, grid_search: str = "fine") -> dict[str, QuantizedWeight]:
+def round_to_nearest(model: nn.Module, plan: dict[str, int], calib=None, *,
+                     grid_search: str = "fine") -> dict[str, QuantizedWeight]:
     """RTN: every weight to its nearest grid point; needs no calibration data."""
     layers = dict(quantizable_layers(model))
     out = {}
     for name, levels in plan.items():
         w2d = layers[name].weight.detach().flatten(1)
-        grid = reconstruction_grid(w2d, levels, symmetric, clip_norm, grid_search)
+        grid = reconstruction_grid(w2d, levels, False, CLIP_NORM, grid_search)
         out[name] = QuantizedWeight(grid, grid.codes(w2d))
     return out

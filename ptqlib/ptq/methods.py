@@ -22,13 +22,13 @@ from .reconstruction import ROUNDING_OPTIONS
 
 QUANTIZERS = {"rtn": round_to_nearest, "adaround": adaround, "brecq": brecq, "obc": obc, "gptq": gptq}
 
-GRID_OPTIONS = ("symmetric", "clip_norm", "grid_search")
+GRID_OPTIONS = ("grid_search",)
 METHOD_OPTIONS = {
     "rtn": GRID_OPTIONS,
     "adaround": GRID_OPTIONS + ("seed", "adaround_lambda") + ROUNDING_OPTIONS,
     "brecq": GRID_OPTIONS + ("seed", "brecq_lambda", "brecq_loss") + ROUNDING_OPTIONS,
     "obc": GRID_OPTIONS + ("obc_damp", "obc_hessian", "obc_cholesky"),
-    "gptq": GRID_OPTIONS + ("obc_damp", "obc_hessian", "obc_cholesky", "gptq_block"),
+    "gptq": GRID_OPTIONS + ("obc_damp", "obc_hessian", "obc_cholesky"),
 }
 ALL_OPTIONS = frozenset(o for names in METHOD_OPTIONS.values() for o in names)
 

@@ -42,8 +42,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ptqlib.models.zoo import reconstruction_units
-from .grid import Grid, QuantizedWeight, fit_grid
+from .grid import CLIP_NORM, Grid, QuantizedWeight, fit_grid
 from .reconstruction import CHUNK, calibration_input, run_chunked
+
+GPTQ_BLOCK = 128  # GPTQ updates lazily in blocks of 128 columns (the GPTQ paper's; the result does not depend on it)
 
 # Bytes for the per-row inverse-Hessian copies processed together. On a CPU the batch should
 # stay within the large last-level cache (every step rewrites it); on a GPU it should fill the device.
@@ -356,19 +358,18 @@ def _drive(model, plan, calib, solve, algorithm, symmetric, clip_norm, hessian, 
 
 # ---------------------------------------------------------------- the methods
 
-def obc(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-        obc_damp: float = 0.01, obc_hessian: str = "sequential", grid_search: str = "fine",
+def obc(model: nn.Module, plan: dict[str, int], calib, *, obc_damp: float = 0.01, obc_hessian: str = "sequential", grid_search: str = "fine",
         obc_cholesky: str = "strict") -> dict[str, QuantizedWeight]:
     """Exact OBQ on every layer (cost O(rows * D^3): use "gptq" for very wide layers on CPU)."""
     return _drive(model, plan, calib,
                   lambda w, h, g, info: obq_layer(w, h, g, obc_damp, cholesky=obc_cholesky, info=info), "obq",
-                  symmetric, clip_norm, obc_hessian, grid_search, obc_cholesky)
+                  False, CLIP_NORM, obc_hessian, grid_search, obc_cholesky)
 
 
-def gptq(model: nn.Module, plan: dict[str, int], calib, *, symmetric: bool = False, clip_norm: float = 2.4,
-         obc_damp: float = 0.01, obc_hessian: str = "sequential", gptq_block: int = 128, grid_search: str = "fine",
+def gptq(model: nn.Module, plan: dict[str, int], calib, *,
+         obc_damp: float = 0.01, obc_hessian: str = "sequential", grid_search: str = "fine",
          obc_cholesky: str = "strict") -> dict[str, QuantizedWeight]:
     """GPTQ on every layer, in the natural column order (O(D^3 + rows * D^2) per layer)."""
     return _drive(model, plan, calib,
-                  lambda w, h, g, info: gptq_layer(w, h, g, obc_damp, gptq_block, cholesky=obc_cholesky, info=info),
-                  "gptq", symmetric, clip_norm, obc_hessian, grid_search, obc_cholesky)
+                  lambda w, h, g, info: gptq_layer(w, h, g, obc_damp, GPTQ_BLOCK, cholesky=obc_cholesky, info=info),
+                  "gptq", False, CLIP_NORM, obc_hessian, grid_search, obc_cholesky)
