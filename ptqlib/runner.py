@@ -109,5 +109,8 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
         if code:
             break
     index = write_index(cfg, report_dir, status, PAGES)
+    finding = report_dir / "finding.txt"
+    if status.get("analysis", ("",))[0] == "done" and finding.is_file():  # the answer, last, above the path
+        print(f"\n{finding.read_text(encoding='utf-8').strip()}\n", flush=True)
     print(f"report: {index}" if code == 0 else f"run failed; partial report: {index}", flush=True)
     return code
