@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ptqlib import analysis, pipeline, stats
-from ptqlib.config import validate
-from ptqlib.store import Store
+from ptqlib.results import tables as analysis
+from ptqlib.study import stages as pipeline
+from ptqlib.results import stats
+from ptqlib.study.config import validate
+from ptqlib.runtime.store import Store
 
 ATTACK = "online_fixed"
 FPR = 0.01
