@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ptqlib import manage, runner
 from ptqlib.errors import ConfigError
 from ptqlib.study.config import STAGES, StudyConfig
-from ptqlib.study.plan import plan_study
 from ptqlib.study.presets import key_listing, load_preset
-from ptqlib.study.stages import check_data
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
 def checked_preset(path: str) -> StudyConfig:
     """The validated preset, its folder dataset checked on disk (one-line ConfigError otherwise)."""
     cfg = load_preset(path)
+    from ptqlib import runner  # the heavy machinery (torch, papermill) only once the preset is valid
+    from ptqlib.study.stages import check_data  # (likewise: torch)
+
     try:
         runner.check_places(cfg)  # store, reports, data_root: before anything is written
     except ConfigError as err:
@@ -48,6 +48,8 @@ def checked_preset(path: str) -> StudyConfig:
 def check(path: str) -> str:
     """'ok' with the number of jobs each stage would run."""
     cfg = checked_preset(path)
+    from ptqlib.study.plan import plan_study  # torch only once the preset is valid
+
     counts = ", ".join(f"{stage} {len(jobs)}" for stage, jobs in plan_study(cfg).stages.items())
     return f"{path}: ok ({len(cfg.recipes())} quantization recipes; jobs per stage: {counts})"
 
@@ -59,13 +61,19 @@ def main(argv: list[str] | None = None) -> int:
             print(key_listing())
         elif args.command == "check":
             print(check(args.preset))
-        elif args.command == "status":
-            print(manage.status_table(load_preset(args.preset)).to_string(index=False))
-        elif args.command == "clean":
-            manage.clean(load_preset(args.preset), yes=args.yes)
+        elif args.command in ("status", "clean"):
+            from ptqlib import manage  # torch only once the preset is valid
+
+            cfg = load_preset(args.preset)
+            if args.command == "status":
+                print(manage.status_table(cfg).to_string(index=False))
+            else:
+                manage.clean(cfg, yes=args.yes)
         else:
-            stages = runner.parse_stages(args.stages)
             checked_preset(args.preset)  # fail fast, before anything is computed
+            from ptqlib import runner  # torch and papermill only once the preset is valid
+
+            stages = runner.parse_stages(args.stages)
             return runner.run(args.preset, stages, verbose=args.verbose)
         return 0
     except ConfigError as err:

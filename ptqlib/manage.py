@@ -21,11 +21,15 @@ def _human(n: float) -> str:
 
 
 def status_table(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
-    """Per stage: jobs done / pending / failed, size on disk, mean job time and time left."""
+    """Per stage: jobs done / pending / failed, size on disk, mean job time and time left ("-" where
+    nothing is known yet). A stage without jobs (the analysis) says whether its report exists."""
     store = store or Store(cfg.store_path)
     rows = []
     for stage, jobs in plan_study(cfg).stages.items():
         if not jobs:
+            written = (cfg.report_dir / "finding.txt").is_file()
+            rows.append({"stage": stage, "jobs": 0, "done": "report" if written else "-", "pending": 0 if written else 1,
+                         "failed": 0, "size": "-", "s/job": "-", "est. left (s)": "-"})
             continue
         done = [j for j in jobs if store.is_complete(j)]
         failed = [j for j in jobs if not store.is_complete(j) and store.failure_record(j).is_file()]
@@ -34,7 +38,8 @@ def status_table(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
         left = len(jobs) - len(done)
         rows.append({"stage": stage, "jobs": len(jobs), "done": len(done), "pending": left - len(failed),
                      "failed": len(failed), "size": _human(sum(store.size(j) for j in done)),
-                     "s/job": round(per_job, 2), "est. left (s)": round(per_job * left, 1) if times else None})
+                     "s/job": round(per_job, 2) if times else "-",
+                     "est. left (s)": round(per_job * left, 1) if times else "-"})
     return pd.DataFrame(rows)
 
 

@@ -143,7 +143,11 @@ def test_every_key_is_declared_once_with_a_doc():
     for name, rule in config.RULES.items():
         assert rule["doc"] and len(rule["doc"]) > 10, name
     lines = presets.key_listing().splitlines()
-    assert len(lines) == len(config.FIELD_NAMES)
+    assert [line.split(":")[0] for line in lines if not line.startswith(" ")] == list(config.FIELD_NAMES)
+    assert max(len(line) for line in lines) <= 100
+    assert "methods: [rtn, adaround, brecq, obc]" in presets.key_listing()
+    assert "gptq" in next(line for line in lines if line.startswith("methods:"))  # accepted values are listed
+    assert "last_layer_bits: [null, 8]" in presets.key_listing()  # YAML, not Python (None)
 
 
 def test_empty_preset_is_an_error(tmp_path, cli):

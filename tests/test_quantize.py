@@ -112,6 +112,8 @@ def test_option_table_is_what_each_method_accepts():
     from ptqlib.ptq.reconstruction import ROUNDING_OPTIONS
 
     assert tuple(QUANTIZERS) == ("rtn", "adaround", "brecq", "obc", "gptq")
+    from ptqlib.study.config import METHODS
+    assert METHODS == tuple(QUANTIZERS)  # the config names the same methods, without importing torch
     for method in QUANTIZERS:
         params = inspect.signature(QUANTIZERS[method]).parameters.values()
         accepted = {p.name for p in params if p.kind is p.KEYWORD_ONLY}

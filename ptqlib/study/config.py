@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from ptqlib.errors import ConfigError
-from ptqlib.ptq import QUANTIZERS
 
 VALID_BITS = (1.58, 2, 3, 4, 5, 6, 7, 8)
 STAGES = ("train", "shadows", "quantize", "attack", "analysis")
@@ -45,7 +44,7 @@ def key(default, doc: str, *, choices: tuple | None = None, each: tuple | None =
 
 ATTACKS = ("online", "online_fixed", "offline", "offline_fixed", "offline_one_sided", "global",
            "online_fixed_residual", "offline_fixed_residual", "offline_one_sided_fixed", "rmia")
-METHODS = tuple(QUANTIZERS)  # rtn, adaround, brecq, obc, gptq
+METHODS = ("rtn", "adaround", "brecq", "obc", "gptq")  # = tuple(ptq.QUANTIZERS), tested; no torch import here
 ACT_BITS = (None, 2, 3, 4, 5, 6, 7, 8)
 _PAIR_ATTACKS = ("online", "online_fixed", "offline", "offline_fixed")  # threat.BOTH_MODELS_ATTACKS
 REPLACED_STEMS = ("resnet18", "resnet50", "densenet121")  # = zoo.REPLACED_STEMS (no torch import here)

@@ -7,6 +7,7 @@ names the replacement of a key (or value) earlier presets used, then validates w
 """
 from __future__ import annotations
 
+import textwrap
 import types
 from pathlib import Path
 
@@ -94,7 +95,24 @@ def from_notebook(namespace: dict) -> StudyConfig:
     return parse(raw)
 
 
-def key_listing() -> str:
-    """Every key with its default and doc, one line each (for `python -m ptqlib keys`)."""
-    defaults = StudyConfig()
-    return "\n".join(f"{n:20} {getattr(defaults, n)!r:28} {RULES[n]['doc']}" for n in FIELD_NAMES)
+def yaml_value(value) -> str:
+    """A default as a preset writes it: null, true, [a, b], {conv1: 8}."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def key_listing(width: int = 100) -> str:
+    """Every key as a preset line, `key: default  # doc`, wrapped at `width` columns, with the
+    accepted values of a key that has a fixed set (for `python -m ptqlib keys`)."""
+    defaults, lines = StudyConfig(), []
+    for name in FIELD_NAMES:
+        rule = RULES[name]
+        head = f"{name}: {yaml_value(getattr(defaults, name))}"
+        accepted = rule["choices"] or rule["each"]
+        doc = rule["doc"] + (f" (accepted: {', '.join(yaml_value(v) for v in accepted)})" if accepted else "")
+        column = max(len(head) + 2, 34)
+        wrapped = textwrap.wrap(doc, width=width - column - 2) or [""]
+        lines.append(f"{head:{column}}# {wrapped[0]}")
+        lines += [f"{'':{column}}# {more}" for more in wrapped[1:]]
+    return "\n".join(lines)
