@@ -21,7 +21,7 @@ METRICS = ["test_acc", "tpr@0.001", "tpr@0.01", "auc", "balanced_acc"]
 RECIPE_KEYS = ["label", "method", "bits", "last_layer_bits"]
 
 THREAT_LABELS = {"fp_shadows": "FP shadows (paper)", "matched_shadows": "matched shadows (adaptive)",
-                 "leave_one_out": "leave-one-out"}
+                 "leave_one_out": "leave-one-out", "leave_one_out_fp": "leave-one-out, FP shadows"}
 
 def _recipe_order(df: pd.DataFrame) -> pd.DataFrame:
     """By threat model, then FP32 first, by method, descending bits, plain before decoupled."""
