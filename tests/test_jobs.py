@@ -30,6 +30,7 @@ CONTEXT = {
     "act_range": {"act_bits": [None, 8]}, "dp_clip": {"dp_noise": [1.0]}, "dp_epochs": {"dp_noise": [1.0]},
     "dp_shadows": {"dp_noise": [1.0]},
     "obc_models": {"num_targets": 2, "methods": ["rtn", "obc"], "bits": [2]},
+    "quantize_models": {"num_targets": 2, "bits": [2]},
 }
 OTHER = {"bits": [4, 2], "last_layer_bits": [None], "layer_bits": {"conv1": 8}, "methods": ["rtn", "obc"],
          "attacks": ["online"], "threat_models": ["fp_shadows", "matched_shadows"], "bn_retune": ["obc"],
@@ -136,6 +137,8 @@ def test_obc_models_and_bits_limit_obc_and_loo_skips_target_quantization():
     assert obc == [(0, 2)]
     assert loo.quantized_shadows[0].method == "obc"  # long jobs first
     assert sum(q.method == "rtn" for q in loo.quantized_shadows) == 8
+    few = plan_study(validate({**base, "threat_models": ["leave_one_out_fp"], "quantize_models": 2}))
+    assert sorted({q.train_job.index for q in few.quantized_shadows}) == [0, 1] and len(few.quantized_shadows) == 8
     plain = plan_study(validate({**base, "threat_models": ["fp_shadows"]}))
     assert len(plain.quantized_targets) == 8 and plain.quantized_shadows == ()
     # the defaults keep every job key

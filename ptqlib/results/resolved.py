@@ -43,4 +43,6 @@ def versus_fp32(table: pd.DataFrame, fprs=FPRS) -> pd.DataFrame:
             row.update({t: r[t], lo: r[lo], hi: r[hi], f"fp32 {t}": fp[t], f"diff {t}": r[t] - fp[t],
                         f"status@{x:g}": "indicative" if few else interval_status(r[lo], r[hi], fp[lo], fp[hi])})
         rows.append(row)
-    return pd.DataFrame(rows)
+    columns = ["label", "targets"] + [c for x in fprs for c in (
+        f"tpr@{x:g}", f"tpr@{x:g}_ci_low", f"tpr@{x:g}_ci_high", f"fp32 tpr@{x:g}", f"diff tpr@{x:g}", f"status@{x:g}")]
+    return pd.DataFrame(rows, columns=columns)

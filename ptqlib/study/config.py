@@ -106,6 +106,9 @@ class StudyConfig:
                                  at_least=0)
     obc_calib_rounds: int = key(1, "OBC/GPTQ: rounds of fresh augmentation over the calibration images "
                                 "(authors: 10)", at_least=1)
+    quantize_models: int = key(0, "quantize only targets and shadows with index < n, every recipe (0 = all); "
+                               "with fewer than all shadows the recipes are scored by leave_one_out_fp only",
+                               at_least=0)
     obc_models: int = key(0, "OBC/GPTQ recipes quantize only targets and shadows with index < n (0 = all); "
                           "with fewer than all shadows OBC is scored by leave_one_out_fp only", at_least=0)
     obc_bits: tuple = key((), "OBC/GPTQ recipes only at these body bit-widths (empty = bits)", kind="bits")

@@ -112,7 +112,11 @@ def needs_quantized_targets(cfg: StudyConfig) -> bool:
 
 
 def model_recipes(cfg: StudyConfig, index: int) -> list[dict]:
-    """The recipes model `index` (of its role) is quantized with: OBC/GPTQ limited by obc_models and obc_bits."""
+    """The recipes model `index` (of its role) is quantized with: all of them below quantize_models, and
+    OBC/GPTQ limited by obc_models and obc_bits."""
+    if cfg.quantize_models and index >= cfg.quantize_models:
+        return []
+
     def wanted(r: dict) -> bool:
         if r["method"] not in ("obc", "gptq"):
             return True
