@@ -69,6 +69,7 @@ def same_models_status(df: pd.DataFrame, arrays: dict, attack: str, threat_model
 
 def recipe_rows(df: pd.DataFrame, arrays: dict, attack: str, threat_model: str, n_boot: int) -> list[str]:
     table = tables.leakage_table(df, arrays, attack, threat_model, n_boot=n_boot)
+    rows = df[(df["attack"] == attack) & (df["threat_model"] == threat_model)]
     status = resolved.versus_fp32(table).set_index("label")
     same = same_models_status(df, arrays, attack, threat_model, n_boot)
     lines = [f"{'recipe':<18} {'TPR@0.1% [95% CI]':>24} {'TPR@1% [95% CI]':>24} {'AUC':>6} "
@@ -78,7 +79,7 @@ def recipe_rows(df: pd.DataFrame, arrays: dict, attack: str, threat_model: str, 
                  for x in (0.001, 0.01)]
         vs = "" if r["label"] == "fp32" else \
             f"  {status.loc[r['label'], 'status@0.001']} / {status.loc[r['label'], 'status@0.01']}"
-        n_out = int(r["n_nonmembers_per_target"]) * int(r["targets"])
+        n_out = int(rows.loc[rows["label"] == r["label"], "n_nonmembers"].sum())  # pooled, exact
         lines.append(f"{r['label']:<18} {cells[0]:>24} {cells[1]:>24} {r['auc']:6.4f} "
                      f"{pct(r['test_acc']) + ' +- ' + pct(r['test_acc_std']):>24} {int(r['targets']):>6} "
                      f"{n_out:>11}{vs}{same.get(r['label'], '')}")
