@@ -90,7 +90,7 @@ def stage_times(log: Path | None) -> list[str]:
     if log is None or not log.is_file():
         return ["stage times: no run log given"]
     text = log.read_text(errors="replace").replace("\r", "\n")
-    found = re.findall(r"\[\d/5\] (\w+).*?\n\s+(done|failed) in ([0-9.]+) s", text, flags=re.S)
+    found = re.findall(r"\[\d/\d\] (\w+).*?\n\s+(done|failed) in ([0-9.]+) s", text, flags=re.S)
     total = sum(float(t) for _, _, t in found)
     real = re.search(r"real\s+(\S+)", text)
     return ([f"stage wall times: " + ", ".join(f"{s} {float(t):.0f} s ({st})" for s, st, t in found)]
