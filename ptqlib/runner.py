@@ -19,7 +19,7 @@ from ptqlib.runtime.store import Store
 from ptqlib.study.config import STAGES, resolve_path
 from ptqlib.study.plan import plan_study
 from ptqlib.study.presets import load_preset, read_preset
-from ptqlib.study.stages import fit_check
+from ptqlib.study.stages import fit_check, model_fit_warnings
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = {stage: f"{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, start=1)}
@@ -66,12 +66,15 @@ def check_places(cfg) -> None:
 
 
 def _check_fit(cfg, store, report_dir: Path) -> None:
-    """The train stage's fit check, in the terminal and on the report's index page."""
+    """The fit checks after the train and shadows stages, in the terminal and on the report's index page:
+    the targets' means, then one line per model (target or shadow) that did not fit on its own."""
     warning = fit_check(cfg, store)
+    lines = ([warning] if warning else []) + model_fit_warnings(cfg, store)
     (report_dir / WARNINGS).unlink(missing_ok=True)
-    if warning:
-        print(f"    warning: {warning}", flush=True)
-        (report_dir / WARNINGS).write_text(warning + "\n", encoding="utf-8")
+    for line in lines:
+        print(f"    warning: {line}", flush=True)
+    if lines:
+        (report_dir / WARNINGS).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = False) -> int:
@@ -103,7 +106,7 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
             code = 1
         if out_nb.is_file():
             notebooks.render_html(out_nb)
-        if stage == "train" and status[stage][0] == "done":
+        if stage in ("train", "shadows") and status[stage][0] == "done":
             _check_fit(cfg, store, report_dir)
         print(f"    {status[stage][0]} in {status[stage][1]:.1f} s -> {out_nb.with_suffix('.html')}", flush=True)
         if code:

@@ -50,3 +50,26 @@ def test_thresholds(train_acc, test_acc, classes, fires):
     assert (fit_warning(train_acc, test_acc, classes) is not None) == fires
     if fires:
         assert f"train {100 * train_acc:.1f}%" in fit_warning(train_acc, test_acc, classes)
+
+
+def test_model_fit_warnings_name_every_misfit_target_and_shadow():
+    from ptqlib.study.config import validate
+    from ptqlib.study.plan import plan_study
+    from ptqlib.study.stages import model_fit_warnings
+
+    cfg = validate({"num_targets": 1, "num_shadows": 4})
+    p = plan_study(cfg)
+    accs = {p.targets[0].key: (1.0, 0.95), p.shadows[0].key: (1.0, 0.9), p.shadows[1].key: (0.15, 0.12),
+            p.shadows[2].key: (0.85, 0.83)}  # shadow 3: not trained yet
+
+    class FakeStore:
+        def is_complete(self, job):
+            return job.key in accs
+
+        def meta(self, job):
+            train, test = accs[job.key]
+            return {"train_acc": train, "test_acc": test, "num_classes": 10}
+
+    assert model_fit_warnings(cfg, FakeStore()) == [
+        "shadow 1 did not fit: train 15.0%, test 12.0% (chance 10.0%)",
+        "shadow 2 did not fit: train 85.0%, test 83.0% (chance 10.0%)"]

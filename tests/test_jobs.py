@@ -30,13 +30,15 @@ CONTEXT = {
     "act_range": {"act_bits": [None, 8]}, "dp_clip": {"dp_noise": [1.0]}, "dp_epochs": {"dp_noise": [1.0]},
     "dp_shadows": {"dp_noise": [1.0]}, "canary_kind": {"canaries": 8},
     "stem_init": {"dataset": "imagefolder", "arch": "resnet18"}, "normalization": {"dataset": "cifar10", "arch": "resnet18"},
+    "obc_models": {"num_targets": 2, "methods": ["rtn", "obc"], "bits": [2]},
+    "quantize_models": {"num_targets": 2, "bits": [2]},
 }
 OTHER = {"bits": [4, 2], "last_layer_bits": [None], "layer_bits": {"conv1": 8}, "methods": ["rtn", "obc"],
          "attacks": ["online"], "threat_models": ["fp_shadows", "matched_shadows"], "bn_retune": ["obc"],
          "num_shadows": 34, "data_root": "/elsewhere", "arch": "resnet50", "dataset": "cifar100",
          "bn_retune_momentum": None, "query_shift": 2, "name": "other", "test_fraction": 0.3,
          "obc_calib_samples": 200, "act_bits": [None, 8], "control_epochs": [2], "dp_noise": [1.0],
-         "prune_sparsity": [0.5], "dp_shadows": 6}
+         "prune_sparsity": [0.5], "dp_shadows": 6, "obc_bits": [4]}
 
 
 def _other_value(name: str, value):
@@ -123,3 +125,24 @@ def test_plan_passes_each_method_only_options_it_reads():
     for method, keys in METHOD_KEYS.items():
         assert set(keys) <= set(method_option_names(method)), method
         assert all(k in config.FIELD_NAMES for k in keys), method
+
+
+def test_obc_models_and_bits_limit_obc_and_loo_skips_target_quantization():
+    from ptqlib.study.config import validate
+    from ptqlib.study.plan import plan_study
+    base = dict(num_targets=2, num_shadows=4, methods=["rtn", "obc"], bits=[4, 2], last_layer_bits=[None])
+    loo = plan_study(validate({**base, "threat_models": ["leave_one_out_fp", "leave_one_out"],
+                               "obc_models": 1, "obc_bits": [2]}))
+    assert loo.quantized_targets == ()  # leave-one-out attacks the pool only
+    obc = [(q.train_job.index, q.bits) for q in loo.quantized_shadows if q.method == "obc"]
+    assert obc == [(0, 2)]
+    assert loo.quantized_shadows[0].method == "obc"  # long jobs first
+    assert sum(q.method == "rtn" for q in loo.quantized_shadows) == 8
+    few = plan_study(validate({**base, "threat_models": ["leave_one_out_fp"], "quantize_models": 2}))
+    assert sorted({q.train_job.index for q in few.quantized_shadows}) == [0, 1] and len(few.quantized_shadows) == 8
+    plain = plan_study(validate({**base, "threat_models": ["fp_shadows"]}))
+    assert len(plain.quantized_targets) == 8 and plain.quantized_shadows == ()
+    # the defaults keep every job key
+    assert [q.key for q in plain.quantized_targets] == \
+        [q.key for q in plan_study(validate({**base, "threat_models": ["fp_shadows"], "obc_bits": [],
+                                             "obc_models": 0})).quantized_targets]

@@ -17,8 +17,9 @@ def test_real_image_slice_runs_end_to_end(tmp_path):
                            "num_targets": 1, "num_shadows": 4, "epochs": 2, "methods": ["rtn"], "bits": [2],
                            "last_layer_bits": [None], "attacks": ["online"], "executor": "serial"})
     df = pipeline.run_all(cfg, Store(cfg.store_path))
-    assert set(df["threat_model"]) == {"fp_shadows", "matched_shadows"}
+    assert set(df["threat_model"]) == {"leave_one_out_fp", "leave_one_out"}  # the preset's: one pool, every model a target
     assert set(df["label"]) == {"fp32", "rtn 2b"}
     data = pipeline.dataset(cfg, Store(cfg.store_path))
     assert data.num_classes == 10 and tuple(data.shape) == (3, 16, 16) and len(data.y_train) == 400
-    assert df["n_nonmembers"].eq(200).all() and df["auc"].between(0, 1).all()
+    assert sorted(df["target"].unique()) == [0, 1, 2, 3]  # the 4 pool models, each the target once
+    assert df["n_nonmembers"].sum() > 0 and df["auc"].between(0, 1).all()

@@ -74,3 +74,30 @@ def test_matched_equals_fp_shadows_at_8_bits(tmp_path):
             assert abs(fp["tpr@0.01"] - matched["tpr@0.01"]) < 0.01
     loo = df[df["threat_model"] == "leave_one_out"]
     assert sorted(loo["target"].unique()) == list(range(8))  # every pool model is a target once
+
+
+def test_leave_one_out_fp_equals_attacking_with_a_pool_that_lacks_the_source():
+    fp = _pool(seed=2)
+    rng = np.random.default_rng(3)  # "quantized" models: the FP scores moved, same membership
+    quantized = threat.ShadowPool(fp.scores[[1, 4]] + rng.normal(0, 0.5, fp.scores[[1, 4]].shape),
+                                  fp.keep[[1, 4]], fp.test_scores[[1, 4]] + 0.1)
+    attacks = ["online", "offline", "global", "rmia"]
+    got = dict(threat.leave_one_out_fp(fp, quantized, [1, 4], attacks))
+    assert sorted(got) == [0, 1]
+    for k, i in enumerate([1, 4]):
+        others = np.arange(len(fp.scores)) != i
+        lacking = threat.ShadowPool(fp.scores[others], fp.keep[others], fp.test_scores[others])
+        explicit = threat.attack_target(lacking, quantized.scores[k], attacks, quantized.test_scores[k])
+        for a in attacks:
+            np.testing.assert_allclose(got[k][a], explicit[a], rtol=0, atol=1e-12)
+    # the wrong source left out gives different scores: the index matters
+    wrong = dict(threat.leave_one_out_fp(fp, quantized, [0, 4], ["online"]))
+    assert not np.allclose(wrong[0]["online"], got[0]["online"])
+
+
+def test_leave_one_out_fp_rejects_bad_indices():
+    fp = _pool()
+    with pytest.raises(ValueError, match="source index 9"):
+        list(threat.leave_one_out_fp(fp, fp, list(range(7)) + [9], ["online"]))
+    with pytest.raises(ValueError, match="2 source indices"):
+        list(threat.leave_one_out_fp(fp, fp, [0, 1], ["online"]))

@@ -5,6 +5,8 @@
 * leave_one_out: one balanced pool, every model the target in turn against all the others;
 * both_models: an attacker who holds the FP32 model AND its quantized release scores the pair
   (a bivariate LiRA over FP and quantized shadows: see `fit_pair_stats`).
+* leave_one_out_fp: every quantized pool model the target in turn against the full-precision
+  versions of all the other pool models (the paper's threat model, over one pool).
 
 The functions here are pure: they take score arrays (phi per model, example and query) and
 membership masks, and return one membership score vector per attack. LiRA statistics of a
@@ -89,6 +91,24 @@ def leave_one_out(pool: ShadowPool, attacks: Iterable[str], rmia_population: int
     for j in range(len(pool.scores)):
         test_j = None if pool.test_scores is None else pool.test_scores[j]
         yield j, attack_target(pool, pool.scores[j], attacks, test_j, exclude=j, rmia_population=rmia_population)
+
+
+def leave_one_out_fp(fp_pool: ShadowPool, targets: ShadowPool, indices, attacks: Iterable[str],
+                     rmia_population: int = 0):
+    """Attack quantized pool model k (scores targets.scores[k]) with the FP pool minus its own source.
+
+    indices[k]: the position in `fp_pool` of target k's full-precision source, which is left out
+    of its shadows. Yields (k, {attack: scores}).
+    """
+    attacks = list(attacks)
+    if len(indices) != len(targets.scores):
+        raise ValueError(f"leave_one_out_fp: {len(indices)} source indices for {len(targets.scores)} targets")
+    for k, i in enumerate(indices):
+        if not 0 <= i < len(fp_pool.scores):
+            raise ValueError(f"leave_one_out_fp: source index {i} outside the FP pool of {len(fp_pool.scores)}")
+        test_k = None if targets.test_scores is None else targets.test_scores[k]
+        yield k, attack_target(fp_pool, targets.scores[k], attacks, test_k, exclude=int(i),
+                               rmia_population=rmia_population)
 
 
 # ---------------------------------------------------------------- both models (CompLeak's setting)

@@ -101,12 +101,13 @@ def leakage_by_bits(df: pd.DataFrame, arrays: dict, attack: str = "online", thre
     fig.tight_layout()
     return fig
 
-def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.DataFrame | None = None):
+def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.DataFrame | None = None,
+                         threat_model: str = "fp_shadows"):
     """The paper's Fig. 1 on a readable scale: accuracy lost vs FP32 (x, log) against
     TPR@0.1%FPR (y, log), mean ± std over targets; colour = method, marker = bits, open marker =
     8-bit last layer. The paper's points (grey crosses) are drawn against the paper's FP32."""
 
-    rows = summary_df[(summary_df["attack"] == attack) & (summary_df["threat_model"] == "fp_shadows")]
+    rows = summary_df[(summary_df["attack"] == attack) & (summary_df["threat_model"] == threat_model)]
     fp = rows[rows["method"] == "fp32"]
     quantized = rows[rows["method"] != "fp32"]
     fp_acc = float(fp["test_acc"].iloc[0]) if len(fp) else float(quantized["test_acc"].max())

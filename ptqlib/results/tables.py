@@ -21,7 +21,18 @@ METRICS = ["test_acc", "tpr@0.001", "tpr@0.01", "auc", "balanced_acc"]
 RECIPE_KEYS = ["label", "method", "bits", "last_layer_bits"]
 
 THREAT_LABELS = {"fp_shadows": "FP shadows (paper)", "matched_shadows": "matched shadows (adaptive)",
-                 "leave_one_out": "leave-one-out", "both_models": "FP32 + quantized (both models)"}
+                 "leave_one_out": "leave-one-out", "leave_one_out_fp": "leave-one-out, FP shadows",
+                 "both_models": "FP32 + quantized (both models)"}
+
+def primary_threat_model(df: pd.DataFrame) -> str:
+    """The threat model the headline shows: the paper's fp_shadows, else its leave-one-out form, else the first."""
+    present = list(dict.fromkeys(df["threat_model"]))
+    for t in ("fp_shadows", "leave_one_out_fp"):
+        if t in present:
+            return t
+    if not present:
+        raise ValueError("primary_threat_model: no attack results")
+    return present[0]
 
 def _recipe_order(df: pd.DataFrame) -> pd.DataFrame:
     """By threat model, then FP32 first, by method, descending bits, plain before decoupled."""

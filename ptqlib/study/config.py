@@ -126,6 +126,12 @@ class StudyConfig:
                                  at_least=0)
     obc_calib_rounds: int = key(1, "OBC/GPTQ: rounds of fresh augmentation over the calibration images "
                                 "(authors: 10)", at_least=1)
+    quantize_models: int = key(0, "quantize only targets and shadows with index < n, every recipe (0 = all); "
+                               "with fewer than all shadows the recipes are scored by leave_one_out_fp only",
+                               at_least=0)
+    obc_models: int = key(0, "OBC/GPTQ recipes quantize only targets and shadows with index < n (0 = all); "
+                          "with fewer than all shadows OBC is scored by leave_one_out_fp only", at_least=0)
+    obc_bits: tuple = key((), "OBC/GPTQ recipes only at these body bit-widths (empty = bits)", kind="bits")
     obc_damp: float = key(0.01, "OBC/GPTQ relative dampening of the Hessian diagonal (authors: 0)", at_least=0)
     obc_cholesky: str = key("strict", "OBC/GPTQ Hessian inverse: strict (float64; not positive definite stops the job "
                             "naming obc_damp) | authors (float32, TF32 off, + 1*I where it fails, logged)",
@@ -148,9 +154,13 @@ class StudyConfig:
     attacks: tuple = key(ATTACKS[:6] + ("rmia",), "attacks scored on every target", each=ATTACKS)
     rmia_population: int = key(0, "RMIA's population: the first n held-out test points, non-members of every "
                                "model (0 = the whole test split)")
-    threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out | "
-                               "both_models (the attacker holds the FP32 model and its quantized release)",
-                               each=("fp_shadows", "matched_shadows", "leave_one_out", "both_models"))
+    threat_models: tuple = key(("fp_shadows",), "fp_shadows (the paper's) | matched_shadows | leave_one_out "
+                               "(every pool model the target in turn, quantized like it) | leave_one_out_fp "
+                               "(quantized pool model i vs the other full-precision pool models: the paper's "
+                               "threat model over the pool) | both_models (the attacker holds the FP32 model "
+                               "and its quantized release)",
+                               each=("fp_shadows", "matched_shadows", "leave_one_out", "leave_one_out_fp",
+                                     "both_models"))
     bootstrap: int = key(1000, "bootstrap resamples for the 95% intervals over targets", at_least=0)
     # ---- beyond the paper (each off by default; run by the analysis stage)
     act_bits: tuple = key((None,), "activation bit-widths combined with every weight recipe (null = FP "

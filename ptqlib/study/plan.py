@@ -113,17 +113,38 @@ def rmia_population(cfg: StudyConfig) -> int:
 
 
 def needs_quantized_shadows(cfg: StudyConfig) -> bool:
-    return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out", "both_models"))
+    return any(t in cfg.threat_models for t in ("matched_shadows", "leave_one_out", "leave_one_out_fp",
+                                                 "both_models"))
+
+
+def needs_quantized_targets(cfg: StudyConfig) -> bool:
+    """fp_shadows, matched_shadows and both_models attack the targets; the leave-one-out models attack the pool."""
+    return any(t in cfg.threat_models for t in ("fp_shadows", "matched_shadows", "both_models"))
+
+
+def model_recipes(cfg: StudyConfig, index: int) -> list[dict]:
+    """The recipes model `index` (of its role) is quantized with: all of them below quantize_models, and
+    OBC/GPTQ limited by obc_models and obc_bits."""
+    if cfg.quantize_models and index >= cfg.quantize_models:
+        return []
+
+    def wanted(r: dict) -> bool:
+        if r["method"] not in ("obc", "gptq"):
+            return True
+        return (not cfg.obc_models or index < cfg.obc_models) and (not cfg.obc_bits or r["bits"] in cfg.obc_bits)
+    return [r for r in cfg.recipes() if wanted(r)]
 
 
 def plan_study(cfg: StudyConfig) -> StudyPlan:
     """Every job of the study the config describes."""
     targets = tuple(train_job(cfg, "target", i) for i in range(cfg.num_targets))
     shadows = tuple(train_job(cfg, "shadow", i) for i in range(cfg.num_shadows))
-    recipes = cfg.recipes()
-    q_targets = tuple(quantize_job(cfg, t, r, a) for t in targets for r in recipes for a in cfg.act_bits)
-    q_shadows = tuple(quantize_job(cfg, s, r, a) for s in shadows for r in recipes for a in cfg.act_bits) \
-        if needs_quantized_shadows(cfg) else ()
+    q_targets = tuple(quantize_job(cfg, t, r, a) for t in targets for r in model_recipes(cfg, t.index)
+                      for a in cfg.act_bits) if needs_quantized_targets(cfg) else ()
+    q_shadows = tuple(quantize_job(cfg, s, r, a) for s in shadows for r in model_recipes(cfg, s.index)
+                      for a in cfg.act_bits) if needs_quantized_shadows(cfg) else ()
+    if cfg.obc_models:  # the few long OBC/GPTQ jobs first, so the short ones fill the other workers
+        q_shadows = tuple(sorted(q_shadows, key=lambda q: q.method not in ("obc", "gptq")))
     shadow_models = shadows + q_shadows
     target_models = targets + q_targets
     shadow_queries = tuple(query_job(cfg, m) for m in shadow_models)

@@ -82,6 +82,25 @@ def fit_check(cfg: StudyConfig, store: Store) -> str | None:
                        num_classes)
 
 
+def model_fit_warnings(cfg: StudyConfig, store: Store) -> list[str]:
+    """One line per trained target or shadow that, on its own, did not learn/memorise (`training.fit_warning`).
+
+    Every pool model is a target or shadow of some attack, so each is checked; a line names the
+    model and its train/test accuracy. Models not trained yet are skipped.
+    """
+    p = plan_study(cfg)
+    lines = []
+    for job in (*p.targets, *p.shadows):
+        if not store.is_complete(job):
+            continue
+        meta = store.meta(job)
+        num_classes = meta.get("num_classes") or dataset(cfg, store).num_classes
+        if fit_warning(meta["train_acc"], meta["test_acc"], num_classes):
+            lines.append(f"{job.role} {job.index} did not fit: train {100 * meta['train_acc']:.1f}%, "
+                         f"test {100 * meta['test_acc']:.1f}% (chance {100 / num_classes:.1f}%)")
+    return lines
+
+
 def run_train_shadows(cfg: StudyConfig, store: Store) -> pd.DataFrame:
     """Stage 2: M shadow models with balanced membership masks."""
     jobs = plan_study(cfg).shadows

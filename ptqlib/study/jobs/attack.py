@@ -65,9 +65,11 @@ def attack_all(store: Store, job: AttackJob, labels: np.ndarray, test_labels: np
     fp_targets = {q.train_job.index: q for q in targets.get("fp32", [])} if both else {}
     for label in progress(list(dict.fromkeys([*targets, *shadows])), "attack recipes"):
         matched = "matched_shadows" in job.threat_models and label in targets
-        loo = "leave_one_out" in job.threat_models and label in shadows
+        # matched leave-one-out needs the whole pool quantized (obc_models may quantize only a few)
+        loo = "leave_one_out" in job.threat_models and len(shadows.get(label, ())) == len(shadows["fp32"])
+        loo_fp = "leave_one_out_fp" in job.threat_models and label in shadows
         s_pool = shadow_pool(store, shadows[label], labels, population) \
-            if label != "fp32" and (matched or loo or (both and label in targets)) else fp_pool
+            if label != "fp32" and (matched or loo or loo_fp or (both and label in targets)) else fp_pool
         group = targets.get(label, [])
         t_pool = shadow_pool(store, group, labels, population) if group else None
         for k, query in enumerate(group):
@@ -89,6 +91,11 @@ def attack_all(store: Store, job: AttackJob, labels: np.ndarray, test_labels: np
         if loo:
             for k, scores in threat.leave_one_out(s_pool, job.attacks, job.rmia_population):
                 record("leave_one_out", shadows[label][k], s_pool.keep[k], scores)
+        if loo_fp:
+            fp_index = {q.train_job.index: j for j, q in enumerate(shadows["fp32"])}
+            sources = [fp_index[q.train_job.index] for q in shadows[label]]
+            for k, scores in threat.leave_one_out_fp(fp_pool, s_pool, sources, job.attacks, job.rmia_population):
+                record("leave_one_out_fp", shadows[label][k], s_pool.keep[k], scores)
     return rows, score_rows, member_rows
 
 
