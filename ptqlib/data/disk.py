@@ -28,7 +28,7 @@ import torch
 import torchvision
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-from torchvision.datasets.utils import check_integrity
+from torchvision.datasets import utils as tv_utils  # looked up at call time (tests stub check_integrity)
 
 from ptqlib.errors import ConfigError
 from ptqlib.runtime.store import Job, Store
@@ -70,11 +70,11 @@ def _check_cifar(dataset: str, root: Path, verify: bool) -> Path:
     if not verify:
         return where
     for name, md5 in data_files:
-        if not check_integrity(str(where / name), md5):
+        if not tv_utils.check_integrity(str(where / name), md5):
             raise ConfigError(f"data_root: {where / name} is not a readable CIFAR pickle: it fails "
                               f"torchvision's MD5 check (a partial, damaged or different file); {how}")
     meta = where / cls.meta["filename"]
-    if not meta.is_file() or not check_integrity(str(meta), cls.meta["md5"]):
+    if not meta.is_file() or not tv_utils.check_integrity(str(meta), cls.meta["md5"]):
         raise ConfigError(f"data_root: {meta} is missing or fails torchvision's MD5 check; {expected}; {how}")
     return where
 
