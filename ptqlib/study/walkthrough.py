@@ -1,5 +1,6 @@
 """What the walkthrough notebook (notebooks/00_walkthrough.ipynb) and the stage notebooks' look-inside figures
 read of a study: the study built through its own pipeline when the store lacks it, target 0's scores and
+weights, the shadows' scores.
 The figures it draws from them are in `ptqlib.results.teach`."""
 from __future__ import annotations
 
