@@ -21,7 +21,8 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 def _points(delta: float) -> str:
-    return f"{100 * delta:+.1f} pt".replace("-", "\u2212")
+    text = f"{round(100 * delta, 1) + 0.0:+.1f}"  # + 0.0: a loss that rounds to zero reads +0.0, not -0.0
+    return f"{text} pt".replace("-", "\u2212")
 
 def finding(table: pd.DataFrame, max_accuracy_loss: float = 0.01) -> str:
     """One or two sentences from a `leakage_table`: the recipe that cuts the pooled low-FPR TPR
@@ -43,6 +44,8 @@ def finding(table: pd.DataFrame, max_accuracy_loss: float = 0.01) -> str:
         best = affordable.sort_values(col, kind="stable").iloc[0]
         name, cost = recipe_name(best["method"], best["bits"], best["last_layer_bits"]), _points(
             best["test_acc"] - fp["test_acc"])
+        if int(best["targets"]) != int(fp["targets"]):  # a recipe run on fewer models says so
+            pooled_over += f"; {name} over {int(best['targets'])}"
         if best[col] < fp[col]:
             sentences.append(f"Under {attack}, {name} cuts {what} from {_pct(fp[col])} (FP32) to "
                              f"{_pct(best[col])} ({pooled_over}) at {cost} accuracy.")
