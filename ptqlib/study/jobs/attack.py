@@ -118,15 +118,9 @@ def save_attack(out: Path, rows: list[dict], scores: list, members: list, log: s
 
 
 class PopulationKey:
-    """rmia_population 0 (the whole held-out split) stays out of the key: the default keeps its key."""
+    """The RMIA population of an attack job: 0 (the whole held-out split) stays out of the key."""
     rmia_population: int
-
-    @property
-    def params(self) -> dict:
-        params = super().params
-        if not params.get("rmia_population"):
-            params.pop("rmia_population", None)
-        return params
+    KEY_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ("rmia_population",)
 
     def population_used(self, n_test: int) -> int | None:
         """How many held-out points RMIA used as its population (None without RMIA)."""

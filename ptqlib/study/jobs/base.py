@@ -46,6 +46,9 @@ class StudyJob:
     kind: ClassVar[str]
     VERSION: ClassVar[int] = 1
     NOT_IN_KEY: ClassVar[tuple[str, ...]] = ()
+    # fields added after results were stored: in the key only when set away from their declared default,
+    # so a job that leaves them alone keeps the key (and the stored result) it had before they existed
+    KEY_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ()
 
     @property
     def input_jobs(self) -> tuple:
@@ -63,7 +66,8 @@ class StudyJob:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in self.NOT_IN_KEY or _holds_jobs(value):
+            if f.name in self.NOT_IN_KEY or _holds_jobs(value) or (
+                    f.name in self.KEY_ONLY_WHEN_SET and value == f.default):
                 continue
             out[f.name] = value.identity() if isinstance(value, DataSpec) else value
         return out
@@ -172,6 +176,11 @@ def load_data(spec: DataSpec, store: Store) -> ImageData:
                             download=spec.download, verify=verify, normalization=spec.normalization)
         _DATA[cache_key] = insert_canaries(data, spec.canaries, spec.canary_kind, spec.canary_seed)
     return _DATA[cache_key]
+
+
+def full_precision_recipe(method: str) -> dict:
+    """The recipe row of an unquantized model (FP32, a control or a defence): `method` names it."""
+    return {"method": method, "bits": 32, "last_layer_bits": None}
 
 
 def new_model(arch: str, data: ImageData, stem_init: str = "kaiming_normal") -> torch.nn.Module:

@@ -23,7 +23,7 @@ from ptqlib.models.dpsgd import private_architecture, train_private
 from ptqlib.models.training import accuracy, pick_device
 from ptqlib.models.zoo import quantizable_layers
 from ptqlib.runtime.store import Store
-from ptqlib.study.jobs.base import ModelJob, load_data, new_model, save_model
+from ptqlib.study.jobs.base import ModelJob, full_precision_recipe, load_data, new_model, save_model
 from ptqlib.study.jobs.quantize import QuantizeJob
 from ptqlib.study.jobs.train import TrainJob
 
@@ -42,7 +42,7 @@ class ControlJob(ModelJob):
 
     @property
     def recipe(self) -> dict:
-        return {"method": "noise", "bits": 32, "last_layer_bits": None}
+        return full_precision_recipe("noise")
 
     def requested_error(self, store: Store, model: nn.Module) -> dict[str, float]:
         if self.matched is not None:
@@ -74,7 +74,7 @@ class PruneJob(ModelJob):
 
     @property
     def recipe(self) -> dict:
-        return {"method": "prune", "bits": 32, "last_layer_bits": None}
+        return full_precision_recipe("prune")
 
     @property
     def pruned(self) -> bool:
@@ -104,7 +104,7 @@ class DPTrainJob(TrainJob):
 
     @property
     def recipe(self) -> dict:
-        return {"method": "dp", "bits": 32, "last_layer_bits": None}
+        return full_precision_recipe("dp")
 
     def describe(self) -> str:
         return f"{self.kind} {self.role} {self.index} {self.label}"

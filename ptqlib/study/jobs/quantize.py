@@ -41,6 +41,7 @@ class QuantizeJob(ModelJob):
     """Quantize one trained (or pruned) model with one recipe (method, bits, last-layer bits)."""
     kind: ClassVar[str] = "quantize"
     VERSION: ClassVar[int] = 5
+    KEY_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ("calib_draw",)
     source: ModelJob
     method: str
     bits: float
@@ -61,8 +62,6 @@ class QuantizeJob(ModelJob):
         p["bn_retune"] = None if self.bn_retune is None else dataclasses.asdict(self.bn_retune)
         if self.act_bits is None:  # activation fields enter the key only when activations are quantized
             del p["act_bits"], p["act_range"]
-        if self.calib_draw == "training_order":  # protocol fields enter the key only when set
-            del p["calib_draw"]
         if p["bn_retune"] is not None and p["bn_retune"]["sampling"] == "with_replacement":
             del p["bn_retune"]["sampling"]
         return p

@@ -12,7 +12,8 @@ from ptqlib.data.images import ImageData
 from ptqlib.data.masks import balanced_masks, paired_mask, target_mask
 from ptqlib.models.training import accuracy, pick_device, train_model
 from ptqlib.runtime.store import Store
-from ptqlib.study.jobs.base import FP32_LABEL, DataSpec, ModelJob, load_data, new_model, save_model
+from ptqlib.study.jobs.base import (FP32_LABEL, DataSpec, ModelJob, full_precision_recipe, load_data, new_model,
+                                    save_model)
 
 
 def model_seed(seed: int, role: str, index: int) -> int:
@@ -27,6 +28,7 @@ class TrainJob(ModelJob):
     kind: ClassVar[str] = "train"
     VERSION: ClassVar[int] = 2
     NOT_IN_KEY: ClassVar[tuple[str, ...]] = ("device",)
+    KEY_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ("stem_init", "lr_schedule")
     data: DataSpec
     arch: str
     role: str  # target | shadow
@@ -47,14 +49,6 @@ class TrainJob(ModelJob):
     lr_schedule: str = "per_step"  # per_step | per_epoch
 
     @property
-    def params(self) -> dict:
-        p = super().params
-        for name, default in (("stem_init", "kaiming_normal"), ("lr_schedule", "per_step")):
-            if p[name] == default:  # enter the key only when set: older keys stay valid
-                del p[name]
-        return p
-
-    @property
     def train_job(self) -> TrainJob:
         return self
 
@@ -64,7 +58,7 @@ class TrainJob(ModelJob):
 
     @property
     def recipe(self) -> dict:
-        return {"method": FP32_LABEL, "bits": 32, "last_layer_bits": None}
+        return full_precision_recipe(FP32_LABEL)
 
     @property
     def pruned(self) -> bool:
