@@ -26,6 +26,10 @@ def status_table(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
     store = store or Store(cfg.store_path)
     rows = []
     for stage, jobs in plan_study(cfg).stages.items():
+        if not jobs and stage == "extras":
+            rows.append({"stage": stage, "jobs": 0, "done": "-", "pending": 0, "failed": 0, "size": "-", "s/job": "-",
+                         "est. left (s)": "-"})
+            continue
         if not jobs:
             written = (cfg.report_dir / "finding.txt").is_file()
             rows.append({"stage": stage, "jobs": 0, "done": "report" if written else "-", "pending": 0 if written else 1,

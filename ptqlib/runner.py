@@ -19,7 +19,7 @@ from ptqlib.runtime.store import Store
 from ptqlib.study.config import STAGES, resolve_path
 from ptqlib.study.plan import plan_study
 from ptqlib.study.presets import load_preset, read_preset
-from ptqlib.study.stages import fit_check, model_fit_warnings
+from ptqlib.study.stages import extras_shown, fit_check, model_fit_warnings
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = {stage: f"{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, start=1)}
@@ -86,7 +86,7 @@ def run(preset: str | Path, stages: list[str] | None = None, verbose: bool = Fal
     cfg = load_preset(preset)  # raises ConfigError before anything is written
     check_places(cfg)
     params = {**read_preset(preset), "name": cfg.name}
-    stages = stages or list(STAGES)
+    stages = stages or [s for s in STAGES if s != "extras" or extras_shown(cfg)]  # extras only when turned on
     report_dir = cfg.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     store = Store(cfg.store_path)

@@ -10,13 +10,16 @@ from ptqlib.results import figures  # noqa: E402
 from ptqlib.results import tables as analysis  # noqa: E402
 
 
-def summary_rows():
+def summary_rows(n_nonmembers=48_000):
+    """A leakage table (pooled figures with intervals): 48,000 pooled non-members resolve 0.1% FPR."""
     rows = []
     for method, bits, acc, tpr in [("fp32", 32, 0.99, 0.03), ("rtn", 4, 0.99, 0.02), ("rtn", 1.58, 0.92, 0.0),
                                    ("obc", 1.58, 0.98, 0.001)]:
         rows.append({"attack": "online", "threat_model": "fp_shadows", "method": method, "bits": bits,
-                     "last_layer_bits": np.nan, "label": "FP32" if method == "fp32" else f"{method} {bits}b",
-                     "test_acc": acc, "test_acc_std": 0.001, "tpr@0.001": tpr, "tpr@0.001_std": 0.001})
+                     "last_layer_bits": np.nan, "label": "fp32" if method == "fp32" else f"{method} {bits}b",
+                     "test_acc": acc, "test_acc_std": 0.001, "tpr@0.001": tpr, "tpr@0.001_ci_low": 0.8 * tpr,
+                     "tpr@0.001_ci_high": 1.2 * tpr + 1e-4, "tpr@0.01": 5 * tpr, "tpr@0.01_ci_low": 4 * tpr,
+                     "tpr@0.01_ci_high": 6 * tpr + 1e-3, "targets": 16, "n_nonmembers": n_nonmembers})
     return pd.DataFrame(rows)
 
 
@@ -33,7 +36,7 @@ def test_paper_reference_is_shipped_for_cifar100_resnet18_only():
 
 def test_privacy_utility_plot_draws_the_reference_points():
     ref = analysis.paper_reference("cifar100", "resnet18")
-    fig = figures.privacy_utility_plot(summary_rows(), "online", reference=ref)
+    fig = figures.privacy_utility_plot(summary_rows(), reference=ref)
     ax = fig.axes[0]
     assert any("auto_last_8bit" in t.get_text() for t in fig.texts)  # names the variant it compares with
     labels = ax.get_legend_handles_labels()[1]
@@ -53,5 +56,23 @@ def test_privacy_utility_plot_draws_the_reference_points():
 
 
 def test_privacy_utility_plot_without_reference():
-    ax = figures.privacy_utility_plot(summary_rows(), "online").axes[0]
+    ax = figures.privacy_utility_plot(summary_rows()).axes[0]
     assert "the paper's Fig. 1" not in ax.get_legend_handles_labels()[1] and not ax.texts
+
+
+def test_privacy_utility_plot_draws_the_pooled_leak_at_the_resolved_fpr_with_its_interval():
+    """5,392 pooled non-members resolve 1% FPR, not 0.1%: the y axis is TPR@1%, the paper's TPR@0.1%
+    points are left out (another metric), and each bar spans the recipe's pooled 95% interval."""
+    ref = analysis.paper_reference("cifar100", "resnet18")
+    fig = figures.privacy_utility_plot(summary_rows(5392), reference=ref)
+    ax = fig.axes[0]
+    assert "1% FPR" in ax.get_ylabel() and "the paper's Fig. 1" not in ax.get_legend_handles_labels()[1]
+    obc = [bars for bars in ax.containers if bars.lines[0].get_ydata()[0] == pytest.approx(100 * 0.005)]
+    (segments,) = [c.get_segments() for c in obc[0].lines[2]]
+    assert segments[0][:, 1].min() == pytest.approx(100 * 0.004) and segments[0][:, 1].max() == pytest.approx(100 * 0.007)
+
+
+def test_every_method_keeps_its_colour_whichever_methods_a_study_runs():
+    assert figures._method_colours(["obc"])["obc"] == figures._method_colours(["rtn", "adaround", "obc"])["obc"]
+    colours = figures._method_colours(["rtn", "adaround", "brecq", "obc", "gptq"])
+    assert len(set(colours.values())) == 5

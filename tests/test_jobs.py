@@ -29,7 +29,7 @@ CONTEXT = {
     "gpus_per_job": {"executor": "ray"}, "ray_address": {"executor": "ray"},
     "act_range": {"act_bits": [None, 8]}, "dp_clip": {"dp_noise": [1.0]}, "dp_epochs": {"dp_noise": [1.0]},
     "dp_shadows": {"dp_noise": [1.0]}, "canary_kind": {"canaries": 8},
-    "stem_init": {"dataset": "imagefolder", "arch": "resnet18"}, "normalization": {"dataset": "cifar10", "arch": "resnet18"},
+    "stem_init": {"dataset": "imagefolder", "arch": "resnet18"}, "width": {"dataset": "imagefolder", "arch": "airbench_small"}, "normalization": {"dataset": "cifar10", "arch": "resnet18"},
     "obc_models": {"num_targets": 2, "methods": ["rtn", "obc"], "bits": [2]},
     "quantize_models": {"num_targets": 2, "bits": [2]},
 }

@@ -73,9 +73,10 @@ def test_finding_on_the_smoke_study_quotes_its_table(smoke):
     sentence = finding.finding(table)
     fpr, _ = finding.headline_fpr(table)
     fp = table[table["method"] == "fp32"].iloc[0]
-    assert f"{100 * fp[f'tpr@{fpr:g}']:.1f}%" in sentence and f"pooled over {int(fp['targets'])} targets" in sentence
-    quoted = {float(x) for x in re.findall(r"(\d+\.\d)%", sentence)}
+    assert f"{100 * fp[f'tpr@{fpr:g}']:.1f}%" in sentence and f"pooled over {int(fp['targets'])} models" in sentence
+    quoted = {float(x) for x in re.findall(r"(\d+\.\d)%", sentence)} - {100 * fpr}  # the FPR itself is no TPR
     assert quoted <= {round(100 * v, 1) for v in table[f"tpr@{fpr:g}"]}
+    assert f"a random guess would find {100 * fpr:g}%" in sentence
 
 
 def leakage_rows(n_nonmembers):
@@ -91,14 +92,38 @@ def leakage_rows(n_nonmembers):
 
 def test_finding_names_the_best_affordable_recipe_and_the_lowest_leak():
     sentence = finding.finding(leakage_rows(5392))  # 8 x 674 digits non-members: resolves 1%, not 0.1%
-    assert sentence.startswith("Under LiRA online, 1.58-bit AdaRound cuts TPR@1%FPR from 6.4% (FP32) to 1.4% "
-                               "(pooled over 8 targets) at \u22120.3 pt accuracy.")
-    assert "The lowest leak, 0.5%, comes from 1.58-bit RTN at \u22129.0 pt accuracy." in sentence
-    assert "indicative" not in sentence
+    assert sentence.startswith(
+        "The attack, LiRA online (it compares an example's score with shadow models trained with and without that "
+        "example), finds 6.4% of the full-precision (FP32) model's training members when it may wrongly accuse 1% "
+        "of non-members; a random guess would find 1% (pooled over 8 models). 1.58-bit AdaRound, which loses 0.3 "
+        "percentage points of test accuracy, lowers that to 1.4%.")
+    assert "The lowest leak, 0.5%, comes from 1.58-bit RTN, which loses 9.0 percentage points of test accuracy." \
+        in sentence
+    assert "indicative" not in sentence and "resolved" not in sentence  # no intervals in this table
+
+
+def with_intervals(table, half_widths):
+    """`table` with pooled 95% intervals of the given half-width per recipe at both FPRs."""
+    table = table.copy()
+    for x in metrics.LOW_FPRS:
+        table[f"tpr@{x:g}_ci_low"] = table[f"tpr@{x:g}"] - half_widths
+        table[f"tpr@{x:g}_ci_high"] = table[f"tpr@{x:g}"] + half_widths
+    return table
+
+
+def test_finding_says_resolved_or_indicative_from_the_intervals():
+    # AdaRound 1.4% +- 0.4 vs FP32 6.4% +- 0.4: disjoint; RTN 1.58b 0.5% +- 0.4: disjoint as well
+    resolved = finding.finding(with_intervals(leakage_rows(5392), np.array([0.004] * 4)))
+    assert "lowers that to 1.4% — resolved: the 95% intervals do not overlap (1.0–1.8 against FP32's 6.0–6.8)" \
+        in resolved
+    # wide intervals (+- 3 pt) overlap FP32's: the same cut is only indicative
+    wide = finding.finding(with_intervals(leakage_rows(5392), np.array([0.03] * 4)))
+    assert "lowers that to 1.4% — indicative only: the 95% intervals overlap" in wide
+    assert "number 0 at 0.1% FPR and 0 at 1% FPR; every other difference is indicative" in wide
 
 
 def test_finding_uses_the_lowest_resolvable_fpr_and_says_indicative_when_none_is():
-    assert "TPR@0.1%FPR from 1.6%" in finding.finding(leakage_rows(100_000))  # 100 false positives at 0.1%
+    assert "finds 1.6% of the full-precision" in finding.finding(leakage_rows(100_000))  # 100 false positives at 0.1%
     thin = finding.finding(leakage_rows(674))  # one target's non-members: 6.7 false positives at 1%
     assert "indicative" in thin and "674 pooled non-members" in thin
 
@@ -119,3 +144,35 @@ def test_index_opens_with_the_finding_then_the_headline_figure_then_the_table(sm
 def test_index_without_analysis_outputs_says_so(smoke, tmp_path):
     page = report.write_index(smoke[0], tmp_path, {}, PAGES).read_text()
     assert "No finding yet" in page and "<img" not in page
+
+
+def default_sized_table():
+    """FP32 + 4 methods x 4 bit widths x (plain, 8-bit last): the default study's 33 recipes, leakage
+    falling with bits, FP32 8% [7, 9]; 8-bit and 4-bit recipes overlap FP32's interval, the rest do not."""
+    rows = [("fp32", 32, np.nan, 0.99, 0.08)]
+    for method in ("rtn", "adaround", "brecq", "obc"):
+        for bits, tpr in ((8, 0.08), (4, 0.075), (2, 0.04), (1.58, 0.02)):
+            rows += [(method, bits, last, 0.98, tpr) for last in (np.nan, 8)]
+    table = pd.DataFrame([{"attack": "online", "threat_model": "fp_shadows", "method": m, "bits": b,
+                           "last_layer_bits": last, "label": "fp32" if m == "fp32" else f"{m} {b:g}b" + (
+                               "" if np.isnan(last) else " + 8b last"), "targets": 8, "n_nonmembers": 5392,
+                           "test_acc": acc, "test_acc_std": 0.004, "tpr@0.001": tpr / 4, "tpr@0.01": tpr,
+                           "auc": 0.6} for m, b, last, acc, tpr in rows])
+    return with_intervals(table, np.full(len(table), 0.01))
+
+
+def test_index_tables_fit_at_a_glance_and_flag_only_unresolved_leaks(smoke, tmp_path):
+    head = analysis.headline(default_sized_table())
+    head.to_csv(tmp_path / "headline.csv", index=False)
+    page = report.write_index(smoke[0], tmp_path, {}, PAGES).read_text()
+    tables = re.findall(r"<table>.*?</table>", page, flags=re.S)
+    main, decoupled = tables[0], tables[1]
+    assert main.count("<tr") <= 12 + 2  # FP32 + 4 methods, plus two header rows
+    assert "<h3>With an 8-bit last layer</h3>" in page and decoupled.count("<tr") == main.count("<tr")
+    # the leak read at 1% FPR (5,392 non-members do not resolve 0.1%): 8- and 4-bit overlap FP32 [7, 9] -> flagged
+    body = main.split("</tr>", 3)[3]  # after the two header rows and FP32's row
+    assert body.count("⚠") == 4 * 2  # 4 methods x (8-bit, 4-bit)
+    assert "7.50 ⚠" in body and "4.00</td>" in body and "2.00</td>" in body
+    assert page.count("not resolved from FP32") == 1  # one footnote
+    assert "leak 8.00% [7.00, 9.00]" in main and "a random guess finds 1%" in page
+    assert "white-space:nowrap" in page

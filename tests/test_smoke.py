@@ -34,8 +34,11 @@ def test_smoke_runs_all_stages_and_renders_reports(smoke_run):
     report = work / "reports" / "smoke"
     assert proc.stdout.strip().endswith(f"report: {report / 'index.html'}")
     assert "[3/5] quantize" in proc.stdout and "4/4" in proc.stdout  # one progress line per stage, jobs counted
-    for nb in NOTEBOOKS.values():
+    for stage, nb in NOTEBOOKS.items():
         html = (report / nb).with_suffix(".html")
+        if stage == "extras":  # smoke turns no extra on: the stage does not run
+            assert not html.exists() and "/5] extras" not in proc.stdout and "[6/" not in proc.stdout
+            continue
         assert html.is_file(), html
         assert "Traceback" not in html.read_text()
     index = (report / "index.html").read_text()
@@ -81,3 +84,14 @@ def test_failing_stage_renders_error_and_exits_nonzero(tmp_path):
     html = tmp_path / "reports" / "nothing_trained" / "03_quantize.html"
     assert html.is_file() and "run the 'train' stage first" in html.read_text()
     assert "failed" in (tmp_path / "reports" / "nothing_trained" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_extras_notebook_runs_on_a_study_without_extras_and_says_so(smoke_run, tmp_path):
+    work, _, _ = smoke_run
+    out = tmp_path / "extras.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / NOTEBOOKS["extras"]),
+                           str(out), "-f", str(smoke_preset(work))], cwd=work, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "off in this preset" in out.read_text()

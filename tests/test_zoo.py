@@ -140,3 +140,14 @@ def test_airbench_small_fits_16_pixel_images():
         assert torch.allclose(units[-1].module(h), want, atol=1e-6)
     with pytest.raises(ValueError, match="at least 8"):
         build_model("airbench_small", 10, 3, 4)
+
+
+def test_airbench_width_scales_channels_and_spans_ten_times_the_weights():
+    from ptqlib.models.zoo import build_model, scaled_widths
+    assert scaled_widths(1.0) == (32, 32, 64, 128) and scaled_widths(0.5) == (16, 16, 32, 64)
+    counts = {w: sum(p.numel() for p in build_model("airbench_small", 10, 3, 16, width=w).parameters())
+              for w in (0.5, 1.0, 1.6)}
+    assert counts[1.0] == sum(p.numel() for p in build_model("airbench_small", 10, 3, 16).parameters())
+    assert 9.5 < counts[1.6] / counts[0.5] < 11  # the scale study's 10x span
+    with pytest.raises(ValueError, match="width"):
+        build_model("resnet18", 10, 3, 32, width=2)

@@ -153,6 +153,9 @@ class CifarDenseNet(tv_densenet.DenseNet):
         return units
 
 
+AIRBENCH_WIDTHS = (32, 32, 64, 128)  # airbench_small at width 1: 0.29M weights
+
+
 class AirbenchSmall(nn.Module):
     """An airbench-style net (KellerJordan/cifar10-airbench) narrowed for a laptop CPU.
 
@@ -162,7 +165,7 @@ class AirbenchSmall(nn.Module):
     no residual connections. Inputs of 8 pixels or more (each block halves the resolution).
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple = (32, 32, 64, 128)):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths: tuple = AIRBENCH_WIDTHS):
         super().__init__()
         w0, *block_widths = widths
         self.stem = nn.Sequential(nn.Conv2d(in_channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0),
@@ -187,13 +190,23 @@ class AirbenchSmall(nn.Module):
         return units
 
 
+def scaled_widths(width: float, widths: tuple = AIRBENCH_WIDTHS) -> tuple:
+    """airbench_small's layer widths times `width` (at least 1 channel); weights grow about as width²."""
+    if not width > 0:
+        raise ValueError(f"width: {width!r} is invalid; use a positive factor (1 = the standard widths)")
+    return tuple(max(1, round(w * width)) for w in widths)
+
+
 def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: int = 32,
-                stem_init: str = "kaiming_normal") -> nn.Module:
+                stem_init: str = "kaiming_normal", width: float = 1.0) -> nn.Module:
     """A model of the zoo; global pooling makes the CIFAR-form ones work for 32x32 and 64x64 inputs.
 
-    `stem_init` applies to the archs with a replaced stem (`REPLACED_STEMS`); the others keep their own."""
+    `stem_init` applies to the archs with a replaced stem (`REPLACED_STEMS`); the others keep their own.
+    `width` scales airbench_small's channels (the model-scale study); the other archs take only 1."""
     if _check_stem_init(stem_init) != "kaiming_normal" and arch not in REPLACED_STEMS:
         raise ValueError(f"stem_init: {stem_init!r} applies only to {list(REPLACED_STEMS)}, not arch {arch!r}")
+    if width != 1 and arch != "airbench_small":
+        raise ValueError(f"width: {width!r} applies only to airbench_small, not arch {arch!r}; use 1")
     if arch == "digits_cnn":
         return DigitsCNN(num_classes, in_channels)
     if image_size < 8:
@@ -205,7 +218,7 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: i
     if arch == "densenet121":
         return CifarDenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels, stem_init)
     if arch == "airbench_small":
-        return AirbenchSmall(num_classes, in_channels)
+        return AirbenchSmall(num_classes, in_channels, scaled_widths(width))
     raise ValueError(f"arch {arch!r} is not in the zoo; use one of {list(ZOO_ARCHS)}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -31,15 +32,27 @@ def _nearby(points: list[tuple[float, float]], names: list[str], dx: float = 1.0
             groups.append(((x, y), [name]))
     return groups
 
-BIT_COLOURS = {8: "#1b9e77", 6: "#66a61e", 5: "#a6761d", 4: "#7570b3", 3: "#e6ab02", 2: "#d95f02",
-               1.58: "#e7298a"}  # one colour per bit width, the same in every figure
-
 MAX_LEGEND_ENTRIES = 10
 
-def _method_colours(methods) -> dict:
+# One colour per method in every figure of every report, whichever methods a study runs (Okabe-Ito,
+# colour-blind safe; AdaRound and OBC were both orange when the palette followed the methods present).
+METHOD_COLOURS = {"fp32": "#000000", "rtn": "#0072B2", "adaround": "#009E73", "brecq": "#CC79A7",
+                  "obc": "#D55E00", "gptq": "#E69F00"}
+SPARE_COLOURS = ("#56B4E9", "#F0E442", "#999999")  # for a method outside METHOD_COLOURS
 
+
+def _method_colours(methods) -> dict:
+    """method -> its colour, in METHOD_ORDER; the same method always gets the same colour."""
     order = [m for m in METHOD_ORDER if m in set(methods)] + sorted(set(methods) - set(METHOD_ORDER))
-    return dict(zip(order, sns.color_palette("colorblind", len(order))))
+    spare = iter(SPARE_COLOURS * len(order))
+    return {m: METHOD_COLOURS[m] if m in METHOD_COLOURS else next(spare) for m in order}
+
+
+def _shade(colour, k: int, n: int):
+    """The k-th of n shades of `colour`, darkest first (bit widths within one method's panel)."""
+    rgb = np.array(matplotlib.colors.to_rgb(colour))
+    return tuple(rgb + (1 - rgb) * (0.6 * k / max(n - 1, 1)))
+
 
 def _bits_axis(ax, bits: list[float]) -> dict:
     """Bit widths as evenly spaced categories, most precise on the left; returns bits -> x."""
@@ -101,34 +114,39 @@ def leakage_by_bits(df: pd.DataFrame, arrays: dict, attack: str = "online", thre
     fig.tight_layout()
     return fig
 
-def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.DataFrame | None = None,
-                         threat_model: str = "fp_shadows"):
-    """The paper's Fig. 1 on a readable scale: accuracy lost vs FP32 (x, log) against
-    TPR@0.1%FPR (y, log), mean ± std over targets; colour = method, marker = bits, open marker =
-    8-bit last layer. The paper's points (grey crosses) are drawn against the paper's FP32."""
+def privacy_utility_plot(table: pd.DataFrame, reference: pd.DataFrame | None = None):
+    """The paper's Fig. 1 on a readable scale, from a `leakage_table` (the pooled figures the report
+    trusts): accuracy lost vs FP32 (x, log) against the pooled TPR at the lowest FPR the pooled
+    non-members resolve (y, log) with its 95% interval; colour = method, marker = bits, open marker
+    = 8-bit last layer. The paper's points (grey crosses, TPR at 0.1% FPR against the paper's FP32)
+    are drawn only when the y axis is that metric."""
 
-    rows = summary_df[(summary_df["attack"] == attack) & (summary_df["threat_model"] == threat_model)]
-    fp = rows[rows["method"] == "fp32"]
-    quantized = rows[rows["method"] != "fp32"]
+    fpr, indicative = headline_fpr(table)
+    col = f"tpr@{fpr:g}"
+    fp = table[table["method"] == "fp32"]
+    quantized = table[table["method"] != "fp32"]
     fp_acc = float(fp["test_acc"].iloc[0]) if len(fp) else float(quantized["test_acc"].max())
     fig, ax = plt.subplots(figsize=(8.4, 4.8))
-    has_ref = reference is not None and len(reference) > 0
-    positive = pd.concat([rows["tpr@0.001"], reference["tpr_at_0.1pct_fpr"] if has_ref else pd.Series(dtype=float)])
+    has_ref = reference is not None and len(reference) > 0 and fpr == 0.001
+    positive = pd.concat([table[col], reference["tpr_at_0.1pct_fpr"] if has_ref else pd.Series(dtype=float)])
     positive = positive[positive > 0]
-    floor = 0.5 * (positive.min() if len(positive) else 1e-3)  # where a zero TPR is drawn on the log axis
+    floor = 0.5 * (positive.min() if len(positive) else fpr / 10)  # where a zero TPR is drawn on the log axis
     min_loss = 0.05  # pt: a recipe as accurate as FP32 (or better) is drawn at this loss on the log axis
     colours = _method_colours(quantized["method"])
     markers = {8: "o", 6: "p", 5: "h", 4: "s", 3: "P", 2: "D", 1.58: "v"}
+    low, high = col + "_ci_low", col + "_ci_high"
     if len(fp):
-        y = max(float(fp["tpr@0.001"].iloc[0]), floor)
-        ax.axhline(100 * y, color="black", lw=1.2, label="FP32")
-        ax.axhspan(100 * max(y - fp["tpr@0.001_std"].iloc[0], floor), 100 * (y + fp["tpr@0.001_std"].iloc[0]),
-                   color="grey", alpha=0.15, lw=0)
+        r = fp.iloc[0]
+        ax.axhline(100 * max(r[col], floor), color="black", lw=1.2, label="FP32")
+        if low in fp:
+            ax.axhspan(100 * max(r[low], floor), 100 * max(r[high], floor), color="grey", alpha=0.15, lw=0)
     for _, r in quantized.iterrows():
-        colour = colours[r["method"]]
-        ax.errorbar(max(100 * (fp_acc - r["test_acc"]), min_loss), 100 * max(r["tpr@0.001"], floor),
-                    yerr=100 * r["tpr@0.001_std"], fmt=markers.get(r["bits"], "o"), ms=8, capsize=3,
-                    color=colour, mfc="white" if not pd.isna(r["last_layer_bits"]) else colour)
+        y = max(r[col], floor)
+        yerr = ([[100 * (y - max(r[low], floor))], [100 * (max(r[high], floor) - y)]] if low in r else None)
+        ax.errorbar(max(100 * (fp_acc - r["test_acc"]), min_loss), 100 * y, yerr=yerr,
+                    fmt=markers.get(r["bits"], "o"), ms=8, capsize=3, color=colours[r["method"]],
+                    mfc="white" if not pd.isna(r["last_layer_bits"]) else colours[r["method"]])
+    ax.axhline(100 * fpr, color="grey", ls=":", lw=1, label="chance (TPR = FPR)")
     if has_ref:
         ref_fp = reference.loc[reference["method"] == "fp32", "test_acc_pct"]
         ref_x = (float(ref_fp.iloc[0]) - reference["test_acc_pct"]).clip(lower=min_loss) if len(ref_fp) else \
@@ -142,15 +160,19 @@ def privacy_utility_plot(summary_df: pd.DataFrame, attack: str, reference: pd.Da
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(f"accuracy lost vs FP32 (percentage points, log scale; ≤ {min_loss:g} drawn at {min_loss:g})")
-    ax.set_ylabel("TPR at 0.1% FPR (%), log scale")
-    ax.set_title(f"Privacy vs. utility ({ATTACK_LABELS[attack]}), mean ± std over targets", fontsize=10)
+    ax.set_ylabel(f"TPR at {100 * fpr:g}% FPR (%), pooled, log scale")
+    attack = ATTACK_LABELS.get(table["attack"].iloc[0], table["attack"].iloc[0]) if "attack" in table else ""
+    threat = THREAT_LABELS.get(table["threat_model"].iloc[0], "") if "threat_model" in table else ""
+    bars = "bars: 95% intervals from resampling models" if low in table else "no intervals (n_boot = 0)"
+    note = "; indicative: too few non-members" if indicative else ""
+    ax.set_title(f"Privacy vs. utility ({attack}, {threat}); pooled over models, {bars}{note}", fontsize=9)
     handles = [Line2D([], [], ls="", marker="o", color=c, label=DISPLAY_NAMES.get(m, m)) for m, c in colours.items()]
     handles += [Line2D([], [], ls="", marker=markers.get(b, "o"), color="dimgrey", label=f"{b:g}-bit")
                 for b in sorted(quantized["bits"].unique(), reverse=True)]
     if quantized["last_layer_bits"].notna().any():
         handles.append(Line2D([], [], ls="", marker="o", color="dimgrey", mfc="white", label="8-bit last layer"))
     extra, extra_labels = ax.get_legend_handles_labels()
-    ax.legend(handles=handles + extra, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.legend(handles=handles + extra, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(True, which="both", alpha=0.3)
     if has_ref:
         fig.text(0.01, -0.02, PAPER_VARIANT, fontsize=7, color="dimgrey", ha="left", va="top", wrap=True)
@@ -163,14 +185,16 @@ PAPER_VARIANT = ("The paper's points (grey x) come from the authors' code: OBC i
                  "the open markers); BRECQ is per-tensor unless --use_config, ptqlib's per-channel.")
 
 def roc_panels(df: pd.DataFrame, arrays: dict, attack: str = "online", threat_model: str = "fp_shadows"):
-    """Pooled log-log ROC curves, one panel per method: a colour per bit width (dashed: 8-bit
-    last layer), FP32 in black in every panel, the chance diagonal in grey."""
+    """Pooled log-log ROC curves, one panel per method in the method's colour (darkest = most bits;
+    dashed: 8-bit last layer), FP32 in black in every panel, the chance diagonal in grey."""
 
     rows = df[(df["attack"] == attack) & (df["threat_model"] == threat_model)]
     methods = [m for m in dict.fromkeys(_recipe_order(rows.drop_duplicates("label"))["method"]) if m != "fp32"]
     fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 4.0), squeeze=False, sharey=True)
     fp_curve = None
     n = 0
+    bits = sorted(rows.loc[rows["method"] != "fp32", "bits"].unique(), reverse=True)
+    colours = _method_colours(methods)
     for label, group in rows.groupby("label", sort=False):
         idx = group.index.to_numpy()
         curve = stats.pooled_roc(arrays["scores"][idx], arrays["members"][idx])
@@ -181,7 +205,8 @@ def roc_panels(df: pd.DataFrame, arrays: dict, attack: str = "online", threat_mo
         r = group.iloc[0]
         ax = axes[0][methods.index(r["method"])]
         decoupled = not pd.isna(r["last_layer_bits"])
-        ax.plot(*curve, color=BIT_COLOURS.get(r["bits"]), ls="--" if decoupled else "-", lw=1.5,
+        ax.plot(*curve, color=_shade(colours[r["method"]], bits.index(r["bits"]), len(bits)),
+                ls="--" if decoupled else "-", lw=1.8,
                 label=f"{r['bits']:g}-bit" + (f", {r['last_layer_bits']:g}-bit last" if decoupled else ""))
     for ax, method in zip(axes[0], methods):
         if fp_curve is not None:
@@ -194,9 +219,17 @@ def roc_panels(df: pd.DataFrame, arrays: dict, attack: str = "online", threat_mo
         ax.set_xlabel("false positive rate")
         ax.set_title(DISPLAY_NAMES.get(method, method), fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
     axes[0][0].set_ylabel("true positive rate")
-    fig.suptitle(f"ROC, {ATTACK_LABELS.get(attack, attack)}, pooled over targets ({n} non-members)", fontsize=10)
+    # one legend for every panel, below them: the bit widths as the shades each panel uses, in grey
+    handles = [Line2D([], [], color=_shade("#404040", k, len(bits)), lw=1.8, label=f"{b:g}-bit")
+               for k, b in enumerate(bits)]
+    if rows["last_layer_bits"].notna().any():
+        handles.append(Line2D([], [], color="grey", ls="--", lw=1.8, label="8-bit last layer"))
+    handles += [Line2D([], [], color="black", lw=2, label="FP32"), Line2D([], [], color="grey", ls=":", label="chance")]
+    fig.legend(handles=handles, fontsize=9, loc="upper center", ncol=len(handles), frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+    fig.suptitle(f"ROC, {ATTACK_LABELS.get(attack, attack)}, pooled over models (up to {n} non-members per curve); "
+                 "each panel in its method's colour, darker = more bits", fontsize=10)
     fig.tight_layout()
     return fig
 

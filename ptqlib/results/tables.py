@@ -10,7 +10,7 @@ import pandas as pd
 
 from ptqlib.attacks.lira import ATTACK_LABELS
 from ptqlib.ptq import QUANTIZERS
-from ptqlib.results import stats
+from ptqlib.results import resolved, stats
 from ptqlib.results.metrics import LOW_FPRS, too_few_nonmembers
 
 METHOD_ORDER = tuple(QUANTIZERS)  # rtn, adaround, brecq, obc, gptq: the order of rows and legends
@@ -167,27 +167,29 @@ def recipe_name(method: str, bits: float, last_layer_bits=None) -> str:
     return name if pd.isna(last_layer_bits) else name + f" with an {last_layer_bits:g}-bit last layer"
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:
-    """The report's table from a `leakage_table`: pooled TPRs with their interval, and the
-    per-target mean ± std beside them (⚠ where a target's non-members cannot resolve the FPR)."""
+    """The report's table from a `leakage_table`, one row per recipe, numbers in % (2 decimals):
+    test accuracy mean and std over models, pooled TPR at 0.1% and 1% FPR with their 95% interval
+    from resampling models and 'resolved' / 'indicative' against FP32 (disjoint intervals or not),
+    pooled AUC, models and pooled non-members. The index page draws its tables from this file."""
     out = pd.DataFrame({
-        "recipe": table["label"],
-        "last layer": table["last_layer_bits"].map(lambda b: "same" if pd.isna(b) else f"{b:g}-bit"),
-        "test acc %": mean_std_cells(table, "test_acc"),
+        "attack": table["attack"], "threat model": table["threat_model"],
+        "recipe": table["label"], "method": table["method"], "bits": table["bits"],
+        "last layer bits": table["last_layer_bits"], "models": table["targets"].to_numpy(),
+        "non-members": table["n_nonmembers"].to_numpy(),
+        "test acc %": (100 * table["test_acc"]).round(2), "test acc std": (100 * table["test_acc_std"]).round(2),
     })
+    has_ci = all(f"tpr@{x:g}_ci_low" in table for x in LOW_FPRS)
+    status = resolved.versus_fp32(table).set_index("label") if has_ci and (table["label"] == "fp32").sum() == 1 else None
     for x in LOW_FPRS:
-        c = f"tpr@{x:g}"
-        pooled_cells = [f"{100 * v:.2f}" for v in table[c]]
-        if c + "_ci_low" in table:
-            pooled_cells = [f"{p} [{100 * lo:.2f}, {100 * hi:.2f}]"
-                            for p, lo, hi in zip(pooled_cells, table[c + "_ci_low"], table[c + "_ci_high"])]
-        flag = " ⚠" if too_few_nonmembers(int(table["n_nonmembers"].min()), x) else ""
-        out[f"TPR@{100 * x:g}%FPR % pooled"] = [p + flag for p in pooled_cells]
-        thin = " ⚠" if too_few_nonmembers(int(table["n_nonmembers_per_target"].min()), x) else ""
-        out[f"TPR@{100 * x:g}%FPR % per target"] = [
-            f"{100 * m:.2f} ± {100 * s:.2f}{thin}" for m, s in zip(table[c + "_target_mean"], table[c + "_target_std"])]
-    out["AUC % pooled"] = [f"{100 * v:.1f}" for v in table["auc"]]
-    out["targets"] = table["targets"].to_numpy()
-    out["non-members pooled"] = table["n_nonmembers"].to_numpy()
+        c, name = f"tpr@{x:g}", f"TPR@{100 * x:g}%FPR"
+        out[f"{name} %"] = (100 * table[c]).round(2)
+        if has_ci:
+            out[f"{name} low"] = (100 * table[c + "_ci_low"]).round(2)
+            out[f"{name} high"] = (100 * table[c + "_ci_high"]).round(2)
+        if status is not None:
+            out[f"vs FP32 @{100 * x:g}%"] = table["label"].map(status[f"status@{x:g}"]).fillna("")
+        out[f"{name} resolves"] = ~table["n_nonmembers"].map(lambda n, x=x: too_few_nonmembers(int(n), x))
+    out["AUC %"] = (100 * table["auc"]).round(2)
     return out.reset_index(drop=True)
 
 REFERENCE_DIR = Path(__file__).parent / "reference_data"
@@ -281,4 +283,54 @@ def match_controls(recipes: pd.DataFrame, controls: pd.DataFrame) -> pd.DataFram
             rows.append({"recipe": r["label"], "recipe_acc": r["test_acc"], "control": best["label"],
                          "control_method": method, "control_acc": best["test_acc"],
                          "acc_gap": best["test_acc"] - r["test_acc"]})
+    return pd.DataFrame(rows)
+
+
+def attack_overview(results: pd.DataFrame) -> str:
+    """The attack stage in one or two sentences: how many targets, recipes, attacks and threat
+    models were scored, and the RMIA population where RMIA ran (its `rmia_population` column)."""
+    def count(col: str, what: str) -> str:
+        n = results[col].nunique()
+        return f"{n} {what}{'' if n == 1 else 's'}"
+    threats = ", ".join(THREAT_LABELS.get(t, t) for t in dict.fromkeys(results["threat_model"]))
+    text = (f"Scored {count('target', 'target model')} x {count('label', 'recipe')} x {count('attack', 'attack')} "
+            f"({len(results)} results) under {threats}.")
+    if "rmia_population" in results and results["rmia_population"].notna().any():
+        sizes = sorted({int(v) for v in results["rmia_population"].dropna()})
+        text += (f" RMIA compared each example with a population of {' / '.join(map(str, sizes))} held-out "
+                 "points (rmia_population; 0 in the preset = the whole held-out split).")
+    return text
+
+
+def display_table(table: pd.DataFrame) -> "pd.io.formats.style.Styler":
+    """A table as a report shows it: no pandas index, cells on one line."""
+    return table.style.hide(axis="index").set_table_styles([{"selector": "td, th",
+                                                             "props": "white-space: nowrap; text-align: right"}])
+
+
+def models_table(models: pd.DataFrame) -> pd.DataFrame:
+    """A stage's trained models as a report shows them: model, members, train and test accuracy in %."""
+    return pd.DataFrame({"model": models["model"], "members": models["members"],
+                         "train accuracy %": [f"{100 * a:.2f}" for a in models["train_acc"]],
+                         "test accuracy %": [f"{100 * a:.2f}" for a in models["test_acc"]]})
+
+
+def accuracy_sentence(models: pd.DataFrame, what: str) -> str:
+    """'16 shadows: train 94.48 ± 10.03% (min 57.24%), test 49.03 ± 1.39% (44.90-51.00%).' (std over models)."""
+    def spread(col: str) -> str:
+        v = 100 * models[col].to_numpy()
+        std = f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else ""
+        return f"{v.mean():.2f}{std}% ({v.min():.2f}-{v.max():.2f}%)"
+    return f"{len(models)} {what}: train accuracy {spread('train_acc')}, test accuracy {spread('test_acc')}."
+
+
+def quantized_table(quantized: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe: models, test accuracy mean ± std and its change from FP32, mean relative weight error, in %."""
+    rows = []
+    for label, g in quantized.groupby("label", sort=False):
+        acc, drop = 100 * g["test_acc"], 100 * (g["test_acc"] - g["fp32_test_acc"])
+        rows.append({"recipe": label, "models": len(g),
+                     "test accuracy %": f"{acc.mean():.2f} ± {acc.std(ddof=1):.2f}" if len(g) > 1 else f"{acc.mean():.2f}",
+                     "vs FP32 (points)": f"{drop.mean():+.2f}".replace("-", "\u2212"),
+                     "weight error %": f"{100 * g['mean_rel_weight_error'].mean():.1f}"})
     return pd.DataFrame(rows)

@@ -19,7 +19,7 @@ from typing import Any
 from ptqlib.errors import ConfigError
 
 VALID_BITS = (1.58, 2, 3, 4, 5, 6, 7, 8)
-STAGES = ("train", "shadows", "quantize", "attack", "analysis")
+STAGES = ("train", "shadows", "quantize", "attack", "analysis", "extras")  # extras: only when a preset turns one on
 # The repository root: relative paths in a preset (store, reports, data_root) are resolved from
 # here, so the command line and a notebook opened in notebooks/ see the same store.
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -64,6 +64,8 @@ class StudyConfig:
     test_fraction: float = key(0.25, "digits: share of the 1,797 images held out as test set", above=0, below=1)
     arch: str = key("digits_cnn", "architecture (CIFAR form for the folder datasets)",
                     choices=("digits_cnn", "airbench_small", "resnet18", "resnet50", "densenet121"))
+    width: float = key(1.0, "airbench_small: every layer's channels times this factor (weights grow ~ width²; "
+                       "the model-scale study)", above=0)
     download: bool = key(False, "let torchvision fetch CIFAR when a network exists (never by default)")
     image_size: int = key(0, "folder datasets: resize to this square size (0 = keep the files' size)", at_least=0)
     train_subset: int = key(0, "use only the first n examples of the training pool (0 = all)", at_least=0)
@@ -349,6 +351,8 @@ def _check_combinations(v: dict) -> None:
     if "both_models" in v["threat_models"] and not any(a in _PAIR_ATTACKS for a in v["attacks"]):
         _fail("threat_models", f"both_models scores only the attacks {list(_PAIR_ATTACKS)}; add one of them "
                                f"to attacks (now {list(v['attacks'])})")
+    if v["width"] != 1 and v["arch"] != "airbench_small":
+        _fail("width", f"{v['width']:g} applies only to arch airbench_small, not {v['arch']!r}; use 1")
     if v["stem_init"] != "kaiming_normal" and v["arch"] not in REPLACED_STEMS:
         _fail("stem_init", f"{v['stem_init']!r} applies only to the archs with a replaced stem {list(REPLACED_STEMS)}, "
                            f"not {v['arch']!r}; use 'kaiming_normal'")

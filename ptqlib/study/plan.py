@@ -57,7 +57,7 @@ class StudyPlan:
     def stages(self) -> dict[str, list]:
         return {"train": list(self.targets), "shadows": list(self.shadows),
                 "quantize": list(self.quantized_targets + self.quantized_shadows),
-                "attack": [*self.queries, self.attack], "analysis": self.extras.jobs}
+                "attack": [*self.queries, self.attack], "analysis": [], "extras": self.extras.jobs}
 
 
 def data_spec(cfg: StudyConfig) -> DataSpec:
@@ -74,7 +74,8 @@ def train_job(cfg: StudyConfig, role: str, index: int) -> TrainJob:
                     num_models=cfg.num_shadows if masks == "argsort" else 0, epochs=cfg.epochs,
                     batch_size=cfg.batch_size, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                     augment=cfg.augment, precision=cfg.train_precision, torch_compile=cfg.torch_compile,
-                    device=cfg.device, stem_init=cfg.stem_init, lr_schedule=cfg.lr_schedule)
+                    device=cfg.device, stem_init=cfg.stem_init, lr_schedule=cfg.lr_schedule,
+                    width=float(cfg.width))
 
 
 def quantize_job(cfg: StudyConfig, source: TrainJob, recipe: dict, act_bits: int | None = None) -> QuantizeJob:

@@ -171,6 +171,13 @@ def run_all(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- extras: controls and defences
 
+def extras_shown(cfg: StudyConfig) -> bool:
+    """Whether the extras stage (06_extras) has anything to run or show: controls, defences, activation
+    bits, canaries or the both-models attacker."""
+    return (extras_enabled(cfg) or any(b is not None for b in cfg.act_bits) or bool(cfg.canaries)
+            or "both_models" in cfg.threat_models)
+
+
 def extras_enabled(cfg: StudyConfig) -> bool:
     """Whether the preset turned on any control or defence (activation bits run in the main stages)."""
     return bool(cfg.control_noise or cfg.control_epochs or cfg.dp_noise or cfg.prune_sparsity)

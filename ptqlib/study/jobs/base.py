@@ -183,10 +183,10 @@ def full_precision_recipe(method: str) -> dict:
     return {"method": method, "bits": 32, "last_layer_bits": None}
 
 
-def new_model(arch: str, data: ImageData, stem_init: str = "kaiming_normal") -> torch.nn.Module:
-    """A freshly initialised `arch` for the dataset's image shape and class count."""
+def new_model(arch: str, data: ImageData, stem_init: str = "kaiming_normal", width: float = 1.0) -> torch.nn.Module:
+    """A freshly initialised `arch` (its channels times `width`) for the dataset's image shape and class count."""
     c, h, _ = data.shape
-    return build_model(arch, data.num_classes, c, h, stem_init)
+    return build_model(arch, data.num_classes, c, h, stem_init, width)
 
 
 def save_model(model: torch.nn.Module, path: Path) -> None:

@@ -110,7 +110,7 @@ class DPTrainJob(TrainJob):
         return f"{self.kind} {self.role} {self.index} {self.label}"
 
     def new_model(self, data: ImageData) -> nn.Module:
-        return private_architecture(new_model(self.arch, data, self.stem_init))
+        return private_architecture(new_model(self.arch, data, self.stem_init, self.width))
 
     def fit(self, model: nn.Module, data: ImageData, keep: np.ndarray, log) -> dict:
         return train_private(model, data, keep, **self.training_options(), seed=self.model_seed,

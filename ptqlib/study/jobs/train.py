@@ -28,7 +28,7 @@ class TrainJob(ModelJob):
     kind: ClassVar[str] = "train"
     VERSION: ClassVar[int] = 2
     NOT_IN_KEY: ClassVar[tuple[str, ...]] = ("device",)
-    KEY_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ("stem_init", "lr_schedule")
+    KEY_ONLY_WHEN_SET: ClassVar[tuple[str, ...]] = ("stem_init", "lr_schedule", "width")
     data: DataSpec
     arch: str
     role: str  # target | shadow
@@ -47,6 +47,7 @@ class TrainJob(ModelJob):
     device: str = "auto"
     stem_init: str = "kaiming_normal"  # CIFAR-form archs: kaiming_normal | pytorch_default
     lr_schedule: str = "per_step"  # per_step | per_epoch
+    width: float = 1.0  # airbench_small's channels times this factor (the model-scale study)
 
     @property
     def train_job(self) -> TrainJob:
@@ -86,7 +87,7 @@ class TrainJob(ModelJob):
 
     def new_model(self, data: ImageData) -> torch.nn.Module:
         """The untrained architecture (a DP-SGD job swaps BatchNorm for GroupNorm)."""
-        return new_model(self.arch, data, self.stem_init)
+        return new_model(self.arch, data, self.stem_init, self.width)
 
     def compute(self, store: Store, out: Path) -> dict:
         data = load_data(self.data, store)
