@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from ptqlib.attacks import threat  # noqa: E402
 from ptqlib.attacks.lira import logit_scores  # noqa: E402
 from ptqlib.data.views import query_views  # noqa: E402
-from ptqlib.models.training import accuracy, fit_warning, predict_logits  # noqa: E402
+from ptqlib.models.training import accuracy, fit_warning, pool_outliers, predict_logits  # noqa: E402
 from ptqlib.results import metrics, resolved, tables  # noqa: E402
 from ptqlib.runtime.store import Store  # noqa: E402
 from ptqlib.study.jobs.attack import shadow_pool  # noqa: E402
@@ -113,11 +113,30 @@ def fit_lines(store: Store, cfg, attack_df: pd.DataFrame, arrays: dict, attack: 
                      f"{m.get('wall_s', float('nan')):.0f} s")
     misfits = [(role, i, m) for (role, i), m in metas.items()
                if fit_warning(m["train_acc"], m["test_acc"], num_classes)]
+    outliers = pool_outliers({(role, i): m["train_acc"] for (role, i), m in metas.items()})
+    misfits += [(role, i, metas[(role, i)]) for role, i in outliers if all((role, i) != (r, j) for r, j, _ in misfits)]
     if not misfits:
-        lines.append("fit check, every model on its own (training.fit_warning): no model flagged")
+        lines.append("fit check, every model on its own and against the pool's median: no model flagged")
         return lines
     for role, i, m in misfits:
-        lines.append(f"fit check: {role} {i} did not fit (train {pct(m['train_acc'])}%, test {pct(m['test_acc'])}%)")
+        lines.append(f"fit check: {role} {i} did not fit (train {pct(m['train_acc'])}%, test {pct(m['test_acc'])}%; "
+                     f"pool median train {pct(float(np.median(train)))}%): flagged by the pool-median rule")
+    pool_misfits = {i for role, i, _ in misfits if role == "shadow"}
+    for tm in THREATS:
+        rows = attack_df[(attack_df["threat_model"] == tm) & (attack_df["attack"] == attack)]
+        if rows.empty or not pool_misfits:
+            continue
+        kept = attack_df.index.isin(rows.index[~rows["target"].isin(pool_misfits)])
+        sub = attack_df[kept].reset_index(drop=True)
+        sub_arrays = {k: v[kept] for k, v in arrays.items()}
+        full = tables.leakage_table(attack_df, arrays, attack, tm, 0).set_index("label")
+        without = tables.leakage_table(sub, sub_arrays, attack, tm, 0).set_index("label")
+        lines.append(f"{tm}: pooled TPR@0.1% / @1% with vs without pool model(s) {sorted(pool_misfits)} as a target "
+                     f"(they stay among the others' shadows):")
+        for label in without.index:
+            a, b = full.loc[label], without.loc[label]
+            lines.append(f"   {label:<26} {pct(a['tpr@0.001'])} / {pct(a['tpr@0.01'])}  ->  "
+                         f"{pct(b['tpr@0.001'])} / {pct(b['tpr@0.01'])}  ({int(b['targets'])} models)")
     return lines
 
 

@@ -26,9 +26,10 @@ NOTEBOOKS = {stage: f"{i:02d}_{stage}.ipynb" for i, stage in enumerate(STAGES, s
 PAGES = {stage: Path(name).with_suffix(".html").name for stage, name in NOTEBOOKS.items()}
 
 
-def parse_stages(text: str | None) -> list[str]:
+def parse_stages(text: str | None) -> list[str] | None:
+    """--stages as a list in pipeline order; None without it (run() then picks the preset's stages)."""
     if not text:
-        return list(STAGES)
+        return None
     stages = [s.strip() for s in text.split(",") if s.strip()]
     for s in stages:
         if s not in STAGES:

@@ -73,3 +73,12 @@ def test_model_fit_warnings_name_every_misfit_target_and_shadow():
     assert model_fit_warnings(cfg, FakeStore()) == [
         "shadow 1 did not fit: train 15.0%, test 12.0% (chance 10.0%)",
         "shadow 2 did not fit: train 85.0%, test 83.0% (chance 10.0%)"]
+
+
+def test_a_model_far_below_its_pool_is_flagged_and_one_within_it_is_not():
+    from ptqlib.models.training import pool_outliers
+    pool = {f"shadow {i}": acc for i, acc in enumerate([0.98, 0.97, 0.96, 0.5724, 0.95, 0.99])}
+    assert pool_outliers(pool) == {"shadow 3": 0.5724}  # the measured real-image misfit: 57% vs a 96.5% median
+    assert pool_outliers({**pool, "shadow 3": 0.78}) == {"shadow 3": 0.78}  # CIFAR-10's own images: 78%
+    assert pool_outliers({**pool, "shadow 3": 0.85}) == {}  # 11.5 points below the median: within the margin
+    assert pool_outliers({"a": 0.2, "b": 0.9}) == {}  # too few models for a median to mean anything

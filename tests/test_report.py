@@ -176,3 +176,15 @@ def test_index_tables_fit_at_a_glance_and_flag_only_unresolved_leaks(smoke, tmp_
     assert page.count("not resolved from FP32") == 1  # one footnote
     assert "leak 8.00% [7.00, 9.00]" in main and "a random guess finds 1%" in page
     assert "white-space:nowrap" in page
+
+
+def test_a_recipe_on_few_models_neither_lowers_the_headline_fpr_nor_enters_the_ranking():
+    """48,000 FP32 non-members resolve 0.1% FPR; an OBC row on one model (3,000) cannot: the finding
+    still reads 0.1% and ranks only the recipes that resolve it."""
+    table = leakage_rows(48_000)
+    obc = table.iloc[[2]].assign(method="obc", label="obc 1.58b", tpr=0.0, n_nonmembers=3000, targets=1)
+    obc["tpr@0.001"] = 0.0
+    table = pd.concat([table, obc], ignore_index=True)
+    assert finding.headline_fpr(table) == (0.001, False)
+    sentence = finding.finding(table)
+    assert "wrongly accuse 0.1% of non-members" in sentence and "OBC" not in sentence

@@ -14,7 +14,7 @@ def test_interval_status_disjoint_is_resolved_overlap_is_indicative():
         resolved.interval_status(0.2, 0.1, 0.0, 0.1)
 
 
-def _targets(rng, shift, n_targets=6, n=2000):
+def _targets(rng, shift, n_targets=6, n=4000):  # 12,000 pooled non-members: 0.1% FPR resolvable
     """Per target: member scores shifted by `shift` above the non-members'."""
     scores, members = [], []
     for _ in range(n_targets):
@@ -47,5 +47,8 @@ def test_versus_fp32_on_a_known_case_of_each():
     one.loc[one["label"] == "strong change", "targets"] = 1  # a one-target interval is a point: never resolved
     assert (resolved.versus_fp32(one).set_index("label").loc["strong change", ["status@0.001", "status@0.01"]]
             == "indicative").all()
+    thin = table.assign(n_nonmembers=5392)  # digits: 5.4 expected false positives at 0.1% FPR, 54 at 1%
+    status = resolved.versus_fp32(thin).set_index("label").loc["strong change"]
+    assert status["status@0.001"] == "indicative" and status["status@0.01"] == "resolved"
     with pytest.raises(ValueError, match="exactly one 'fp32'"):
         resolved.versus_fp32(table[table["label"] != "fp32"])

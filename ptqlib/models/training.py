@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 from tqdm.std import tqdm
@@ -116,6 +118,18 @@ def accuracy(model: nn.Module, data: ImageData, split: str = "test", mask=None) 
 CHANCE_MARGIN = 0.10
 MEMORISED = 0.90
 GAP_MIN = 0.10
+
+
+POOL_OUTLIER = 0.15  # a model this far (15 points) below its pool's median training accuracy did not fit like the rest
+
+
+def pool_outliers(train_accs: dict, margin: float = POOL_OUTLIER) -> dict:
+    """The models (name -> train accuracy) whose training accuracy lies more than `margin` below the
+    median of all of them: trained like the others, they did not fit like the others."""
+    if len(train_accs) < 3:
+        return {}
+    median = float(np.median(list(train_accs.values())))
+    return {name: acc for name, acc in train_accs.items() if acc < median - margin}
 
 
 def fit_warning(train_acc: float, test_acc: float, num_classes: int) -> str | None:

@@ -24,9 +24,11 @@ ATTACK_IN_WORDS = {  # what each attack does, for a reader who has not met it
 
 
 def headline_fpr(table: pd.DataFrame) -> tuple[float, bool]:
-    """The lowest FPR of LOW_FPRS the pooled ROC resolves, and whether the figure is only
-    indicative (even the largest rests on fewer than 10 expected false positives)."""
-    n = int(table["n_nonmembers"].min())
+    """The lowest FPR of LOW_FPRS that FP32's pooled ROC (the reference every recipe is read
+    against) resolves, and whether the figure is only indicative (even the largest rests on fewer
+    than 10 expected false positives). A recipe run on fewer models is flagged on its own."""
+    fp = table[table["method"] == "fp32"]
+    n = int((fp if len(fp) else table)["n_nonmembers"].min())
     for x in sorted(LOW_FPRS):
         if not too_few_nonmembers(n, x):
             return x, False
@@ -84,6 +86,9 @@ def finding(table: pd.DataFrame, max_accuracy_loss: float = 0.01) -> str:
                  f"finds {_pct(fp[col])} of the full-precision (FP32) model's training members when it may wrongly "
                  f"accuse {_fpr(fpr)} of non-members; a random guess would find {_fpr(fpr)} (pooled over "
                  f"{int(fp['targets'])} models)."]
+    thin = quantized["n_nonmembers"].map(lambda n: too_few_nonmembers(int(n), fpr))
+    if thin.any() and not thin.all():  # recipes on too few models to be read at this FPR are not ranked
+        quantized = quantized[~thin]
     affordable = quantized[fp["test_acc"] - quantized["test_acc"] <= max_accuracy_loss]
     best = affordable.sort_values(col, kind="stable").iloc[0] if len(affordable) else None
     if best is not None:

@@ -13,7 +13,7 @@ import pandas as pd
 from ptqlib.attacks.threat import ShadowPool
 from ptqlib.data.disk import VERIFY_ENV, check_available
 from ptqlib.data.images import ImageData
-from ptqlib.models.training import fit_warning, set_threads
+from ptqlib.models.training import fit_warning, pool_outliers, set_threads
 from ptqlib.runtime.executor import run_jobs
 from ptqlib.runtime.progress import progress
 from ptqlib.runtime.store import Store
@@ -89,15 +89,21 @@ def model_fit_warnings(cfg: StudyConfig, store: Store) -> list[str]:
     model and its train/test accuracy. Models not trained yet are skipped.
     """
     p = plan_study(cfg)
-    lines = []
+    lines, metas = [], {}
     for job in (*p.targets, *p.shadows):
         if not store.is_complete(job):
             continue
-        meta = store.meta(job)
+        meta = metas[f"{job.role} {job.index}"] = store.meta(job)
         num_classes = meta.get("num_classes") or dataset(cfg, store).num_classes
         if fit_warning(meta["train_acc"], meta["test_acc"], num_classes):
             lines.append(f"{job.role} {job.index} did not fit: train {100 * meta['train_acc']:.1f}%, "
                          f"test {100 * meta['test_acc']:.1f}% (chance {100 / num_classes:.1f}%)")
+    median = np.median([m["train_acc"] for m in metas.values()]) if metas else 0.0
+    for name, acc in pool_outliers({n: m["train_acc"] for n, m in metas.items()}).items():
+        if not any(line.startswith(f"{name} ") for line in lines):
+            lines.append(f"{name} did not fit like the others: train {100 * acc:.1f}%, test "
+                         f"{100 * metas[name]['test_acc']:.1f}% (median of the {len(metas)} models: train "
+                         f"{100 * median:.1f}%); its figures are in the pooled results")
     return lines
 
 
