@@ -68,3 +68,23 @@ def test_report_html_shows_a_progress_bar_once(tmp_path):
     nbformat.write(nb, path)
     html = render_html(path).read_text()
     assert html.count("redraw") == 1 and "jobs: 3/3 redraw" in html and "table" in html
+
+
+def test_report_html_leaves_progress_bars_out_and_keeps_other_stderr(tmp_path):
+    import nbformat
+
+    from ptqlib.runtime.notebooks import render_html
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    bar = "query models: {}%|{}| {}/309 [13:51<00:00,  2.69s/it]"
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\r" + bar.format(k, "█" * k, k)) for k in (0, 50, 100)]
+    cell.outputs.append(nbformat.v4.new_output("stream", name="stderr", text="\nUserWarning: a real warning\n"))
+    nb.cells.append(cell)
+    only_bar = nbformat.v4.new_code_cell("y")
+    only_bar.outputs = [nbformat.v4.new_output("stream", name="stderr", text=bar.format(100, "█", 309) + "\n")]
+    nb.cells.append(only_bar)
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    html = render_html(path).read_text()
+    assert "query models" not in html and "a real warning" in html
+    assert html.count("stderr") <= 2  # the bar-only cell renders no (pink) stderr box at all

@@ -34,8 +34,12 @@ def headline_fpr(table: pd.DataFrame) -> tuple[float, bool]:
             return x, False
     return max(LOW_FPRS), True
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def _digits(fpr: float) -> int:
+    """Decimals of a TPR read at `fpr`: TPRs at 0.1% FPR are fractions of a percent, so two."""
+    return 2 if fpr < 0.01 else 1
+
+def _pct(x: float, fpr: float = 0.01) -> str:
+    return f"{100 * x:.{_digits(fpr)}f}%"
 
 def _fpr(x: float) -> str:
     return f"{100 * x:g}%"
@@ -53,8 +57,9 @@ def _status(status: pd.DataFrame | None, label: str, fpr: float, recipe=None, fp
         return ""
     row = status[status["label"] == label].iloc[0]
     c = f"tpr@{fpr:g}"
-    bounds = (f"{100 * recipe[c + '_ci_low']:.1f}–{100 * recipe[c + '_ci_high']:.1f} against FP32's "
-              f"{100 * fp[c + '_ci_low']:.1f}–{100 * fp[c + '_ci_high']:.1f}")
+    d = _digits(fpr)
+    bounds = (f"{100 * recipe[c + '_ci_low']:.{d}f}–{100 * recipe[c + '_ci_high']:.{d}f} against FP32's "
+              f"{100 * fp[c + '_ci_low']:.{d}f}–{100 * fp[c + '_ci_high']:.{d}f}")
     if row[f"status@{fpr:g}"] == "resolved":
         return f" — resolved: the 95% intervals do not overlap ({bounds})"
     return f" — indicative only: the 95% intervals overlap ({bounds})"
@@ -83,7 +88,7 @@ def finding(table: pd.DataFrame, max_accuracy_loss: float = 0.01) -> str:
     status = versus_fp32(table) if has_ci and (table["label"] == "fp32").sum() == 1 else None
     attack = fp["attack"]
     sentences = [f"The attack, {ATTACK_LABELS.get(attack, attack)} ({ATTACK_IN_WORDS.get(attack, 'a membership test')}), "
-                 f"finds {_pct(fp[col])} of the full-precision (FP32) model's training members when it may wrongly "
+                 f"finds {_pct(fp[col], fpr)} of the full-precision (FP32) model's training members when it may wrongly "
                  f"accuse {_fpr(fpr)} of non-members; a random guess would find {_fpr(fpr)} (pooled over "
                  f"{int(fp['targets'])} models)."]
     thin = quantized["n_nonmembers"].map(lambda n: too_few_nonmembers(int(n), fpr))
@@ -96,15 +101,15 @@ def finding(table: pd.DataFrame, max_accuracy_loss: float = 0.01) -> str:
         models = f" (over {int(best['targets'])} models)" if int(best["targets"]) != int(fp["targets"]) else ""
         if best[col] < fp[col]:
             sentences.append(f"{name}{models}, which {_cost(best['test_acc'] - fp['test_acc'])}, lowers that to "
-                             f"{_pct(best[col])}{_status(status, best['label'], fpr, best, fp)}.")
+                             f"{_pct(best[col], fpr)}{_status(status, best['label'], fpr, best, fp)}.")
         else:
             sentences.append(f"No recipe within {100 * max_accuracy_loss:g} point of FP32's accuracy lowers it: the "
-                             f"lowest among them, {name}{models}, reaches {_pct(best[col])}.")
+                             f"lowest among them, {name}{models}, reaches {_pct(best[col], fpr)}.")
     else:
         sentences.append(f"Every quantized recipe loses more than {100 * max_accuracy_loss:g} point of test accuracy.")
     lowest = quantized.sort_values([col, "test_acc"], ascending=[True, False], kind="stable").iloc[0]
     if best is None or (lowest["label"] != best["label"] and lowest[col] < best[col]):
-        sentences.append(f"The lowest leak, {_pct(lowest[col])}, comes from "
+        sentences.append(f"The lowest leak, {_pct(lowest[col], fpr)}, comes from "
                          f"{recipe_name(lowest['method'], lowest['bits'], lowest['last_layer_bits'])}, which "
                          f"{_cost(lowest['test_acc'] - fp['test_acc'])}{_status(status, lowest['label'], fpr, lowest, fp)}.")
     counts = _resolved_counts(status)

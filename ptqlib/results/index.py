@@ -151,7 +151,7 @@ def index_page(cfg, report_dir: Path, status: dict[str, tuple[str, float]], page
               else f"{cfg.num_targets} targets, {cfg.num_shadows} shadows")
     first = "".join(f"<img src='{f}' alt='{html.escape(t)}'>" for f, t in figures[:1])
     rest = "".join(f"<h2>{html.escape(t)}</h2><img src='{f}' alt='{html.escape(t)}'>" for f, t in figures[1:])
-    threats = ", ".join(THREAT_LABELS.get(t, t) for t in cfg.threat_models)
+    threats = "; ".join(THREAT_LABELS.get(t, t) for t in cfg.threat_models)
     return f"""<!doctype html><html><head><meta charset='utf-8'>
 <title>{html.escape(cfg.name)}: PTQ vs membership inference</title><style>{STYLE}</style></head><body>
 <h1>Does post-training quantization leak less? — preset <code>{html.escape(cfg.name)}</code></h1>

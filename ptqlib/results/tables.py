@@ -21,7 +21,7 @@ METRICS = ["test_acc", "tpr@0.001", "tpr@0.01", "auc", "balanced_acc"]
 RECIPE_KEYS = ["label", "method", "bits", "last_layer_bits"]
 
 THREAT_LABELS = {"fp_shadows": "FP shadows (paper)", "matched_shadows": "matched shadows (adaptive)",
-                 "leave_one_out": "leave-one-out", "leave_one_out_fp": "leave-one-out, FP shadows",
+                 "leave_one_out": "leave-one-out (matched shadows)", "leave_one_out_fp": "leave-one-out (FP shadows)",
                  "both_models": "FP32 + quantized (both models)"}
 
 def primary_threat_model(df: pd.DataFrame) -> str:
@@ -292,7 +292,7 @@ def attack_overview(results: pd.DataFrame) -> str:
     def count(col: str, what: str) -> str:
         n = results[col].nunique()
         return f"{n} {what}{'' if n == 1 else 's'}"
-    threats = ", ".join(THREAT_LABELS.get(t, t) for t in dict.fromkeys(results["threat_model"]))
+    threats = "; ".join(THREAT_LABELS.get(t, t) for t in dict.fromkeys(results["threat_model"]))
     text = (f"Scored {count('target', 'target model')} x {count('label', 'recipe')} x {count('attack', 'attack')} "
             f"({len(results)} results) under {threats}.")
     if "rmia_population" in results and results["rmia_population"].notna().any():

@@ -6,6 +6,7 @@ the command line imports it only to run stages.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import nbformat
@@ -35,6 +36,14 @@ def collapse_carriage_returns(text: str) -> str:
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
+PROGRESS_LINE = re.compile(r"^.*\d+%\|.*\|\s*\d+/\d+\s*\[.*$")  # a tqdm line: '... 40%|████  | 4/10 [00:02<...]'
+
+
+def drop_progress_lines(text: str) -> str:
+    """A stream's text without its progress-bar lines: the terminal showed them, a report need not."""
+    return "".join(line for line in text.splitlines(keepends=True) if not PROGRESS_LINE.match(line))
+
+
 def render_html(notebook: Path) -> Path:
     """The executed notebook as HTML with code cells hidden (outputs and markdown only)."""
     nb = nbformat.read(notebook, as_version=4)
@@ -48,9 +57,9 @@ def render_html(notebook: Path) -> Path:
                 merged.append(output)
         for output in merged:
             if output.get("output_type") == "stream":
-                output["text"] = collapse_carriage_returns(output["text"])
-        if "outputs" in cell:
-            cell["outputs"] = merged
+                output["text"] = drop_progress_lines(collapse_carriage_returns(output["text"]))
+        if "outputs" in cell:  # a stream left empty (it held only progress bars) is no output at all
+            cell["outputs"] = [o for o in merged if o.get("output_type") != "stream" or o["text"].strip()]
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nb)
     out = notebook.with_suffix(".html")
