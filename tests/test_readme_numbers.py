@@ -17,6 +17,7 @@ MARKER = re.compile(r"<!-- numbers: (.+?) -->|<!-- /numbers -->")
 NUMBER = re.compile(r"(?<![\w.\-/])\d+\.\d+(?![\w.]*[/\w]*\.(?:py|txt|csv|png|yaml|md)\b)(?!\.\d)")
 ALLOWED = {"2512.15335", "3.11", "3.10",  # the paper's arXiv id, Python versions
            "1.58",  # a bit width
+           "0.5", "1.6",  # the scale study's widths
            "0.001", "0.01", "0.1", "0.8", "12.5", "103.6"}  # the authors' settings in the protocol table
 
 

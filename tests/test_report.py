@@ -189,3 +189,13 @@ def test_a_recipe_on_few_models_neither_lowers_the_headline_fpr_nor_enters_the_r
     assert finding.headline_fpr(table) == (0.001, False)
     sentence = finding.finding(table)
     assert "wrongly accuse 0.1% of non-members" in sentence and "OBC" not in sentence
+
+
+def test_attack_overview_counts_and_names_the_rmia_population():
+    rows = pd.DataFrame([{"threat_model": "fp_shadows", "target": t, "label": label, "attack": attack,
+                          "rmia_population": 450 if attack == "rmia" else np.nan}
+                         for t in range(2) for label in ("fp32", "rtn 4b") for attack in ("online", "rmia")])
+    text = analysis.attack_overview(rows)
+    assert text.startswith("Scored 2 target models x 2 recipes x 2 attacks (8 results) under FP shadows (paper).")
+    assert "population of 450 held-out points" in text
+    assert "RMIA" not in analysis.attack_overview(rows[rows["attack"] == "online"])

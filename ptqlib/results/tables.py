@@ -334,3 +334,30 @@ def quantized_table(quantized: pd.DataFrame) -> pd.DataFrame:
                      "vs FP32 (points)": f"{drop.mean():+.2f}".replace("-", "\u2212"),
                      "weight error %": f"{100 * g['mean_rel_weight_error'].mean():.1f}"})
     return pd.DataFrame(rows)
+
+
+def threat_model_pooled(results: pd.DataFrame, arrays: dict, attack: str, fpr: float,
+                        n_boot: int = POOLED_BOOTSTRAP) -> pd.DataFrame:
+    """One row per recipe, one column per threat model: pooled TPR at `fpr` in % with its 95% interval
+    from resampling targets, and '(k models)' where a recipe ran on fewer models than FP32."""
+    c = f"tpr@{fpr:g}"
+    columns = {}
+    for t in [t for t in THREAT_LABELS if t in set(results["threat_model"])]:
+        rows = results[(results["attack"] == attack) & (results["threat_model"] == t)]
+        if rows.empty:
+            continue
+        table = leakage_table(results, arrays, attack, t, n_boot).set_index("label")
+        interval = (lambda r: f" [{100 * r[c + '_ci_low']:.2f}, {100 * r[c + '_ci_high']:.2f}]") if n_boot else (lambda r: "")
+        columns[THREAT_LABELS[t]] = {label: f"{100 * r[c]:.2f}{interval(r)}" for label, r in table.iterrows()}
+    out = pd.DataFrame(columns)
+    out.index.name = "recipe"
+    return out.fillna("–").reset_index()
+
+
+def attacks_pooled(pooled_df: pd.DataFrame, threat_model: str, fpr: float) -> pd.DataFrame:
+    """From `pooled`: one row per recipe, one column per attack, pooled TPR at `fpr` in %."""
+    rows = pooled_df[pooled_df["threat_model"] == threat_model]
+    table = rows.pivot_table(index="label", columns="attack", values=f"tpr@{fpr:g}", aggfunc="first", sort=False)
+    table = (100 * table).round(2).rename(columns=lambda a: ATTACK_LABELS.get(a, a))
+    table.index.name = "recipe"
+    return table.reset_index()
