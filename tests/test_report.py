@@ -35,10 +35,9 @@ def smoke(tmp_path_factory):
 
 def _figures(smoke):
     cfg, results, arrays, table = smoke
-    summary = analysis.summary(results, 50)
     return {"leakage_by_bits": figures.leakage_by_bits(results, arrays, table=table),
             "privacy_utility": figures.privacy_utility_plot(
-                summary, "online", reference=analysis.paper_reference("cifar100", "resnet18")),
+                table, reference=analysis.paper_reference("cifar100", "resnet18")),
             "roc_panels": figures.roc_panels(results, arrays)}
 
 
