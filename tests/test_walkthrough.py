@@ -81,7 +81,7 @@ def test_walkthrough_runs_builds_with_progress_and_draws_every_figure(executed):
         assert "building the walkthrough study" in build
         assert all(f"{stage}: 100%" in build for stage in ("train targets", "train shadows", "query models"))
     text = "".join(o.get("text", "") for o in outputs)
-    assert "TPR@" in text and "FP32" in text  # the generated finding
+    assert "of the full-precision (FP32) model's training members" in text and "a random guess" in text  # the finding
 
 
 def test_lira_beats_the_threshold_where_the_text_says(executed):
