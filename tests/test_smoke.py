@@ -63,13 +63,17 @@ def test_rerun_skips_finished_jobs(smoke_run):
     assert after == before  # nothing recomputed or rewritten
 
 
+def papermill_stage(work: Path, stage: str, out: Path) -> subprocess.CompletedProcess:
+    """One stage notebook run on its own with Papermill on the smoke preset (as a user would)."""
+    return subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / NOTEBOOKS[stage]),
+                           str(out), "-f", str(smoke_preset(work))], cwd=work, capture_output=True, text=True,
+                          timeout=300)
+
+
 @pytest.mark.slow
 def test_notebook_runs_standalone_with_papermill(smoke_run, tmp_path):
     work, _, _ = smoke_run
-    out = tmp_path / "out.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / NOTEBOOKS["analysis"]),
-                           str(out), "-f", str(smoke_preset(work))], cwd=work, capture_output=True, text=True,
-                          timeout=300)
+    proc = papermill_stage(work, "analysis", tmp_path / "out.ipynb")
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -90,8 +94,6 @@ def test_failing_stage_renders_error_and_exits_nonzero(tmp_path):
 def test_extras_notebook_runs_on_a_study_without_extras_and_says_so(smoke_run, tmp_path):
     work, _, _ = smoke_run
     out = tmp_path / "extras.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / NOTEBOOKS["extras"]),
-                           str(out), "-f", str(smoke_preset(work))], cwd=work, capture_output=True, text=True,
-                          timeout=300)
+    proc = papermill_stage(work, "extras", out)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "off in this preset" in out.read_text()

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from ptqlib.attacks.lira import ATTACK_LABELS
-from ptqlib.results.metrics import LOW_FPRS, too_few_nonmembers
+from ptqlib.results.finding import headline_fpr
+from ptqlib.results.metrics import LOW_FPRS
 from ptqlib.results.tables import DISPLAY_NAMES, METHOD_ORDER, THREAT_LABELS
 
 WARNINGS = "warnings.txt"  # one line per warning a stage raised about the whole study
@@ -40,10 +41,8 @@ def _stage_rows(status: dict[str, tuple[str, float]], pages: dict[str, str]) -> 
 
 
 def headline_fpr_of(head: pd.DataFrame) -> float:
-    """The lowest FPR FP32's pooled non-members resolve (else the largest): as `finding.headline_fpr`."""
-    fp = head[head["method"] == "fp32"]
-    n = int((fp if len(fp) else head)["non-members"].min())
-    return next((x for x in sorted(LOW_FPRS) if not too_few_nonmembers(n, x)), max(LOW_FPRS))
+    """`finding.headline_fpr` of a headline.csv table (its 'non-members' column)."""
+    return headline_fpr(head.rename(columns={"non-members": "n_nonmembers"}))[0]
 
 
 def _unresolved(row: pd.Series, fpr: float) -> bool:
