@@ -43,8 +43,8 @@ PAIRS = [("grid fine (ptqlib)", "grid authors"), ("lr per_step (ptqlib)", "lr pe
 N_BOOT = 500
 
 
-def run_variant(keys: dict, store_root: str) -> tuple[pd.DataFrame, dict, float]:
-    cfg = validate({**COMMON, **keys, "store": store_root, "name": "protocol_keys"})
+def run_variant(keys: dict, store_root: str, base: dict = COMMON) -> tuple[pd.DataFrame, dict, float]:
+    cfg = validate({**base, **keys, "store": store_root, "name": base.get("name", "protocol_keys")})
     store = Store(cfg.store_path)
     t0 = time.perf_counter()
     pipeline.run_all(cfg, store)
@@ -53,10 +53,10 @@ def run_variant(keys: dict, store_root: str) -> tuple[pd.DataFrame, dict, float]
     return df, arrays, wall
 
 
-def rows_by_label(df: pd.DataFrame, arrays: dict) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def rows_by_label(df: pd.DataFrame, arrays: dict, attack: str = ATTACK) -> dict[str, tuple]:
     """label -> (scores, members, test accuracies), targets in index order."""
     out = {}
-    for label, group in df[df["attack"] == ATTACK].groupby("label", sort=False):
+    for label, group in df[df["attack"] == attack].groupby("label", sort=False):
         group = group.sort_values("target")
         idx = group.index.to_numpy()
         out[label] = (arrays["scores"][idx], arrays["members"][idx], group["test_acc"].to_numpy())
@@ -76,16 +76,13 @@ def paired_difference(a, b, seed: int = 0) -> tuple[float, float, float]:
     return pooled_tpr(b[0], b[1]) - pooled_tpr(a[0], a[1]), float(lo), float(hi)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", default="artifacts")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "protocol_keys_digits.txt"))
-    args = parser.parse_args()
+def measure(base: dict, variants: dict, pairs: list, store: str, attack: str = ATTACK) -> tuple[str, str, str]:
+    """Run every variant (keys over `base`) into one store; the table, the paired differences, the wall times."""
     results, walls, rows = {}, [], []
-    for name, keys in VARIANTS.items():
-        df, arrays, wall = run_variant(keys, args.store)
-        results[name] = rows_by_label(df, arrays)
-        table = analysis.leakage_table(df, arrays, attack=ATTACK, n_boot=N_BOOT).set_index("label")
+    for name, keys in variants.items():
+        df, arrays, wall = run_variant(keys, store, base)
+        results[name] = rows_by_label(df, arrays, attack)
+        table = analysis.leakage_table(df, arrays, attack=attack, n_boot=N_BOOT).set_index("label")
         for label in results[name]:
             r = table.loc[label]
             rows.append({"variant": name, "recipe": label,
@@ -96,20 +93,28 @@ def main() -> int:
         walls.append(f"{name}: {wall:.1f} s (models reused from the store when present)")
         print(walls[-1], file=sys.stderr, flush=True)
     diffs = []
-    for base, other in PAIRS:
-        for label in results[base]:
+    for base_name, other in pairs:
+        for label in results[base_name]:
             if label not in results[other]:
                 continue
-            a, b = results[base][label], results[other][label]
+            a, b = results[base_name][label], results[other][label]
             d, lo, hi = paired_difference(a, b)
             acc = 100 * (b[2] - a[2])
-            diffs.append({"change": f"{other} - {base}", "recipe": label,
+            diffs.append({"change": f"{other} - {base_name}", "recipe": label,
                           "test acc points (mean over targets)": f"{acc.mean():+.2f} ± {acc.std(ddof=1):.2f}",
                           "pooled TPR@1%FPR points [paired 95% CI]": f"{100 * d:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"})
+    return pd.DataFrame(rows).to_string(index=False), pd.DataFrame(diffs).to_string(index=False), "\n".join(walls)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="artifacts")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "protocol_keys_digits.txt"))
+    args = parser.parse_args()
+    table, diffs, walls = measure(COMMON, VARIANTS, PAIRS, args.store)
     text = (f"LiRA {ATTACK}, full-precision shadows, digits default models (8 targets x 674 non-members)\n\n"
-            + pd.DataFrame(rows).to_string(index=False)
-            + "\n\nauthors' value - ptqlib's, same targets (paired):\n\n" + pd.DataFrame(diffs).to_string(index=False)
-            + "\n\nwall time per variant:\n" + "\n".join(walls) + "\n")
+            + table + "\n\nauthors' value - ptqlib's, same targets (paired):\n\n" + diffs
+            + "\n\nwall time per variant:\n" + walls + "\n")
     Path(args.out).write_text(text)
     print(text)
     return 0

@@ -12,7 +12,8 @@ from ptqlib.runtime.store import Store
 # Keys that say where or how fast the study runs, or only shape the report: never part of a job's key.
 NOT_A_RESULT = {"name", "store", "reports", "device", "threads", "executor", "workers", "worker_threads",
                 "gpus_per_job", "ray_address", "bootstrap",
-                "download"}  # download: fetches CIFAR once; the examples are the same either way
+                "download",  # download: fetches CIFAR once; the examples are the same either way
+                "scale_widths"}  # runs the whole study again at other widths: their jobs carry `width`
 # The smallest setting in which a key can matter (e.g. BN re-tuning keys only once re-tuning is on).
 CONTEXT = {
     "bn_retune_source": {"bn_retune": ["obc"]}, "bn_retune_samples": {"bn_retune": ["obc"]},
@@ -32,13 +33,14 @@ CONTEXT = {
     "stem_init": {"dataset": "imagefolder", "arch": "resnet18"}, "width": {"dataset": "imagefolder", "arch": "airbench_small"}, "normalization": {"dataset": "cifar10", "arch": "resnet18"},
     "obc_models": {"num_targets": 2, "methods": ["rtn", "obc"], "bits": [2]},
     "quantize_models": {"num_targets": 2, "bits": [2]},
+    "scale_widths": {"dataset": "imagefolder", "arch": "airbench_small"},
 }
 OTHER = {"bits": [4, 2], "last_layer_bits": [None], "layer_bits": {"conv1": 8}, "methods": ["rtn", "obc"],
          "attacks": ["online"], "threat_models": ["fp_shadows", "matched_shadows"], "bn_retune": ["obc"],
          "num_shadows": 34, "data_root": "/elsewhere", "arch": "resnet50", "dataset": "cifar100",
          "bn_retune_momentum": None, "query_shift": 2, "name": "other", "test_fraction": 0.3,
          "obc_calib_samples": 200, "act_bits": [None, 8], "control_epochs": [2], "dp_noise": [1.0],
-         "prune_sparsity": [0.5], "dp_shadows": 6, "obc_bits": [4]}
+         "prune_sparsity": [0.5], "dp_shadows": 6, "obc_bits": [4], "scale_widths": [0.5, 1]}
 
 
 def _other_value(name: str, value):

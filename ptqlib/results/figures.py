@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import ticker
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -159,6 +160,8 @@ def privacy_utility_plot(table: pd.DataFrame, reference: pd.DataFrame | None = N
                         textcoords="offset points", ha="left")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        plain_log_ticks(axis)
     ax.set_xlabel(f"accuracy lost vs FP32 (percentage points, log scale; ≤ {min_loss:g} drawn at {min_loss:g})")
     ax.set_ylabel(f"TPR at {100 * fpr:g}% FPR (%), pooled, log scale")
     attack = ATTACK_LABELS.get(table["attack"].iloc[0], table["attack"].iloc[0]) if "attack" in table else ""
@@ -178,6 +181,13 @@ def privacy_utility_plot(table: pd.DataFrame, reference: pd.DataFrame | None = N
         fig.text(0.01, -0.02, PAPER_VARIANT, fontsize=7, color="dimgrey", ha="left", va="top", wrap=True)
     fig.tight_layout()
     return fig
+
+def plain_log_ticks(axis) -> None:
+    """Ticks at 1, 2 and 5 times each power of ten, labelled as plain numbers (0.05, 2, 10), not 6×10⁰."""
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
 
 # Which variant of the authors' protocol the published points are (the paper presets run both sides).
 PAPER_VARIANT = ("The paper's points (grey x) come from the authors' code: OBC is followed by BN re-tuning on the "

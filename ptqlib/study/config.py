@@ -180,9 +180,8 @@ class StudyConfig:
     canaries: int = key(0, "canary audit: pool examples turned into canaries, drawn from seed (0 = off)", at_least=0)
     canary_kind: str = key("mislabel", "canaries: mislabel (a different class) | noise (random pixels, random class)",
                            choices=("mislabel", "noise"))
-    canaries: int = key(0, "canary audit: pool examples turned into canaries, drawn from seed (0 = off)", at_least=0)
-    canary_kind: str = key("mislabel", "canaries: mislabel (a different class) | noise (random pixels, random class)",
-                           choices=("mislabel", "noise"))
+    scale_widths: tuple = key((), "model scale: airbench_small widths the study is repeated at, for the extras "
+                              "report's leakage reduction against model size (e.g. [0.5, 1, 1.6]; empty = off)")
     # ---- compute (never part of a job's key)
     device: str = key("auto", "auto | cpu | cuda", choices=("auto", "cpu", "cuda"))
     threads: int = key(1, "torch threads in the main process (0 = torch's default)", at_least=0)
@@ -381,10 +380,11 @@ def _check_extras(v: dict) -> None:
     if v["canaries"] and sizes and v["canaries"] > sizes[0] // 2:
         _fail("canaries", f"{v['canaries']} is more than half the training pool ({sizes[0]} examples on "
                           f"{v['dataset']}); canaries must be a minority: use at most {sizes[0] // 2}")
-    sizes = split_sizes(v)
-    if v["canaries"] and sizes and v["canaries"] > sizes[0] // 2:
-        _fail("canaries", f"{v['canaries']} is more than half the training pool ({sizes[0]} examples on "
-                          f"{v['dataset']}); canaries must be a minority: use at most {sizes[0] // 2}")
+    for item in v["scale_widths"]:
+        if not _is_number(item) or item <= 0:
+            _fail("scale_widths", f"{item!r} is not a width factor; use numbers > 0 (1 = the standard widths)")
+    if v["scale_widths"] and v["arch"] != "airbench_small":
+        _fail("scale_widths", f"applies only to arch airbench_small, not {v['arch']!r}; use []")
     if any(isinstance(b, bool) for b in v["act_bits"]):
         _fail("act_bits", f"{list(v['act_bits'])} holds a boolean; use null or bit-widths {list(ACT_BITS[1:])}")
 

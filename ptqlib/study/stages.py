@@ -5,7 +5,9 @@ through the configured executor (finished jobs are skipped) and summarises them 
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,9 @@ from ptqlib.attacks.threat import ShadowPool
 from ptqlib.data.disk import VERIFY_ENV, check_available
 from ptqlib.data.images import ImageData
 from ptqlib.models.training import fit_warning, pool_outliers, set_threads
+from ptqlib.models.zoo import build_model
+from ptqlib.results import scale
+from ptqlib.results.tables import primary_threat_model
 from ptqlib.runtime.executor import run_jobs
 from ptqlib.runtime.progress import progress
 from ptqlib.runtime.store import Store
@@ -179,9 +184,9 @@ def run_all(cfg: StudyConfig, store: Store | None = None) -> pd.DataFrame:
 
 def extras_shown(cfg: StudyConfig) -> bool:
     """Whether the extras stage (06_extras) has anything to run or show: controls, defences, activation
-    bits, canaries or the both-models attacker."""
+    bits, canaries, the both-models attacker or model scale."""
     return (extras_enabled(cfg) or any(b is not None for b in cfg.act_bits) or bool(cfg.canaries)
-            or "both_models" in cfg.threat_models)
+            or "both_models" in cfg.threat_models or bool(cfg.scale_widths))
 
 
 def extras_enabled(cfg: StudyConfig) -> bool:
@@ -214,6 +219,32 @@ def load_extras_results(cfg: StudyConfig, store: Store) -> tuple[pd.DataFrame, d
         return pd.DataFrame(), {"scores": np.zeros((0, 0)), "members": np.zeros((0, 0), dtype=bool)}
     return (pd.concat(tables, ignore_index=True),
             {"scores": np.concatenate(scores), "members": np.concatenate(members)})
+
+
+def scale_configs(cfg: StudyConfig) -> list[StudyConfig]:
+    """The study at each of `scale_widths` (every other key as the preset's)."""
+    return [dataclasses.replace(cfg, width=float(w), scale_widths=()) for w in cfg.scale_widths]
+
+
+def run_scale(cfg: StudyConfig, store: Store, attack: str = "online", threat_model: str | None = None,
+              n_boot: int | None = None) -> pd.DataFrame:
+    """Model scale: the whole study at every width of `scale_widths` (finished jobs are reused), then
+    per width and recipe the pooled leakage and its reduction against FP32 (`results.scale.width_rows`),
+    with the width's weight count and the wall time its jobs took in this call (`wall_s`)."""
+    parts = []
+    for sub in scale_configs(cfg):
+        start = time.perf_counter()
+        run_all(sub, store)
+        wall = time.perf_counter() - start
+        results, arrays = load_attack_results(sub, store)
+        threat = threat_model or primary_threat_model(results)
+        data = dataset(sub, store)
+        weights = sum(p.numel() for p in build_model(sub.arch, data.num_classes, data.shape[0], data.shape[1],
+                                                     width=sub.width).parameters())
+        rows = scale.width_rows(results, arrays, sub.width, weights, attack, threat,
+                                sub.bootstrap if n_boot is None else n_boot)
+        parts.append(rows.assign(wall_s=wall))
+    return pd.concat(parts, ignore_index=True)
 
 
 def fp_shadow_pool(cfg: StudyConfig, store: Store) -> ShadowPool:
