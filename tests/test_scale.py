@@ -73,3 +73,29 @@ def test_run_scale_repeats_the_study_at_every_width(tmp_path):
 def test_scale_widths_only_with_airbench():
     with pytest.raises(Exception, match="scale_widths: applies only to arch airbench_small"):
         config.validate({"scale_widths": [0.5]})
+
+
+@pytest.mark.slow
+def test_extras_report_renders_the_scale_section(tmp_path):
+    """06_extras through Papermill on a preset with scale_widths: the section, its table and figure files."""
+    import subprocess
+    import sys
+
+    import yaml
+    data = _noise_folder(tmp_path / "folder")
+    keys = {"name": "tiny_scale", "dataset": "imagefolder", "data_root": str(data), "arch": "airbench_small",
+            "store": str(tmp_path / "store"), "reports": str(tmp_path / "reports"), "num_targets": 1, "num_shadows": 4,
+            "epochs": 1, "methods": ["rtn"], "bits": [2], "last_layer_bits": [None], "attacks": ["online"],
+            "threat_models": ["leave_one_out_fp"], "executor": "serial", "bootstrap": 20, "scale_widths": [0.25, 0.5]}
+    preset = tmp_path / "tiny_scale.yaml"
+    preset.write_text(yaml.safe_dump(keys))
+    cfg = config.validate(keys)
+    stages.run_all(cfg, Store(cfg.store_path))  # the main stages, in this process
+    cfg.report_dir.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "extras.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "papermill", str(config.REPO_ROOT / "notebooks" / "06_extras.ipynb"),
+                           str(out), "-f", str(preset)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = out.read_text()
+    assert "### Model scale" in text and "widths 0.25, 0.5" in text and "cut@1%FPR %" in text
+    assert (cfg.report_dir / "scale.csv").is_file() and (cfg.report_dir / "scale.png").is_file()
