@@ -90,3 +90,31 @@ def test_vulnerable_members_and_threshold_against_a_brute_force_reference():
         picked = per_example.vulnerable_members(scores, members, fpr)
         expected = [i for i in np.argsort(-scores, kind="stable") if members[i] and scores[i] > t]
         assert list(picked) == expected
+
+
+@pytest.mark.slow
+def test_extras_report_renders_every_section_through_papermill(tmp_path):
+    """06_extras as a user runs it, on a tiny digits preset with every extra on: controls, activation bits,
+    DP-SGD, pruning, the per-example view, canaries and the both-models attacker; each section renders."""
+    import yaml
+    from conftest import notebook_outputs, run_notebook
+    keys = dict(name="all_extras", store=str(tmp_path / "store"), reports=str(tmp_path / "reports"), num_targets=2,
+                num_shadows=4, epochs=2, methods=["rtn"], bits=[2], last_layer_bits=[None], act_bits=[None, 8],
+                calib_samples=128, control_noise=True, control_epochs=[1], dp_noise=[1.0], dp_epochs=1, dp_shadows=4,
+                prune_sparsity=[0.5], canaries=8, threat_models=["fp_shadows", "both_models"], attacks=["online"],
+                executor="serial", bootstrap=20)
+    preset = tmp_path / "all_extras.yaml"
+    preset.write_text(yaml.safe_dump(keys))
+    cfg = validate(keys)
+    assert pipeline.extras_shown(cfg)
+    pipeline.run_all(cfg, Store(cfg.store_path))  # the main stages, in this process; the notebook runs the extras
+    cfg.report_dir.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "extras.ipynb"
+    proc = run_notebook("06_extras.ipynb", out, preset, tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = notebook_outputs(out)
+    for heading in ("### Is it the lost accuracy or the quantization?", "### Weights x activations",
+                    "### PTQ vs DP-SGD and pruning", "### Per-example view", "### Canary audit", "### Both models"):
+        assert heading in text, heading
+    assert "Model scale" not in text and "Traceback" not in text  # scale_widths off: no section
+    assert (cfg.report_dir / "canaries.csv").is_file() and (cfg.report_dir / "both_models.csv").is_file()

@@ -78,10 +78,8 @@ def test_scale_widths_only_with_airbench():
 @pytest.mark.slow
 def test_extras_report_renders_the_scale_section(tmp_path):
     """06_extras through Papermill on a preset with scale_widths: the section, its table and figure files."""
-    import subprocess
-    import sys
-
     import yaml
+    from conftest import notebook_outputs, run_notebook
     data = _noise_folder(tmp_path / "folder")
     keys = {"name": "tiny_scale", "dataset": "imagefolder", "data_root": str(data), "arch": "airbench_small",
             "store": str(tmp_path / "store"), "reports": str(tmp_path / "reports"), "num_targets": 1, "num_shadows": 4,
@@ -93,9 +91,8 @@ def test_extras_report_renders_the_scale_section(tmp_path):
     stages.run_all(cfg, Store(cfg.store_path))  # the main stages, in this process
     cfg.report_dir.mkdir(parents=True, exist_ok=True)
     out = tmp_path / "extras.ipynb"
-    proc = subprocess.run([sys.executable, "-m", "papermill", str(config.REPO_ROOT / "notebooks" / "06_extras.ipynb"),
-                           str(out), "-f", str(preset)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = run_notebook("06_extras.ipynb", out, preset, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    text = out.read_text()
+    text = notebook_outputs(out)
     assert "### Model scale" in text and "widths 0.25, 0.5" in text and "cut@1%FPR %" in text
     assert (cfg.report_dir / "scale.csv").is_file() and (cfg.report_dir / "scale.png").is_file()

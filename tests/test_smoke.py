@@ -1,6 +1,5 @@
 """The smoke preset through the real runner: all five notebooks, HTML reports, resume."""
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -65,9 +64,8 @@ def test_rerun_skips_finished_jobs(smoke_run):
 
 def papermill_stage(work: Path, stage: str, out: Path) -> subprocess.CompletedProcess:
     """One stage notebook run on its own with Papermill on the smoke preset (as a user would)."""
-    return subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "notebooks" / NOTEBOOKS[stage]),
-                           str(out), "-f", str(smoke_preset(work))], cwd=work, capture_output=True, text=True,
-                          timeout=300)
+    from conftest import run_notebook
+    return run_notebook(NOTEBOOKS[stage], out, smoke_preset(work), work)
 
 
 @pytest.mark.slow
