@@ -53,10 +53,11 @@ def run_variant(keys: dict, store_root: str, base: dict = COMMON) -> tuple[pd.Da
     return df, arrays, wall
 
 
-def rows_by_label(df: pd.DataFrame, arrays: dict, attack: str = ATTACK) -> dict[str, tuple]:
+def rows_by_label(df: pd.DataFrame, arrays: dict, attack: str = ATTACK, threat_model: str = "fp_shadows") -> dict:
     """label -> (scores, members, test accuracies), targets in index order."""
     out = {}
-    for label, group in df[df["attack"] == attack].groupby("label", sort=False):
+    rows = df[(df["attack"] == attack) & (df["threat_model"] == threat_model)]
+    for label, group in rows.groupby("label", sort=False):
         group = group.sort_values("target")
         idx = group.index.to_numpy()
         out[label] = (arrays["scores"][idx], arrays["members"][idx], group["test_acc"].to_numpy())
@@ -76,13 +77,14 @@ def paired_difference(a, b, seed: int = 0) -> tuple[float, float, float]:
     return pooled_tpr(b[0], b[1]) - pooled_tpr(a[0], a[1]), float(lo), float(hi)
 
 
-def measure(base: dict, variants: dict, pairs: list, store: str, attack: str = ATTACK) -> tuple[str, str, str]:
+def measure(base: dict, variants: dict, pairs: list, store: str, attack: str = ATTACK,
+            threat_model: str = "fp_shadows") -> tuple[str, str, str]:
     """Run every variant (keys over `base`) into one store; the table, the paired differences, the wall times."""
     results, walls, rows = {}, [], []
     for name, keys in variants.items():
         df, arrays, wall = run_variant(keys, store, base)
-        results[name] = rows_by_label(df, arrays, attack)
-        table = analysis.leakage_table(df, arrays, attack=attack, n_boot=N_BOOT).set_index("label")
+        results[name] = rows_by_label(df, arrays, attack, threat_model)
+        table = analysis.leakage_table(df, arrays, attack, threat_model, n_boot=N_BOOT).set_index("label")
         for label in results[name]:
             r = table.loc[label]
             rows.append({"variant": name, "recipe": label,

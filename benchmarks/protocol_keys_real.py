@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "protocol_keys_real.txt"))
     args = parser.parse_args()
     base = {**presets.read_preset(PRESET), **COMMON}
-    table, diffs, walls = measure(base, VARIANTS, PAIRS, args.store, attack=ATTACK)
+    table, diffs, walls = measure(base, VARIANTS, PAIRS, args.store, ATTACK, "leave_one_out_fp")
     text = (f"LiRA {ATTACK}, leave-one-out with full-precision shadows, the real-image study's 16-model pool "
             f"(CIFAR-10, 10k real images, JPEG; 16 x 3,000 non-members)\n\n"
             + table + "\n\nauthors' value - ptqlib's, same models (paired):\n\n" + diffs

@@ -52,3 +52,22 @@ def test_too_few_nonmembers():
     assert metrics.too_few_nonmembers(9_999, 0.001)
     assert metrics.too_few_nonmembers(449, 0.01)             # the digits default has ~450 per target
     assert not metrics.too_few_nonmembers(1_000, 0.01)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_low_fpr_tprs_equals_the_full_roc_bit_for_bit(seed):
+    """The bootstrap's fast path against attack_metrics (sklearn's full ROC), on sizes where x * n_out is an
+    integer (the float boundary), heavy ties, members tied with nonmembers, and tiny pools."""
+    rng = np.random.default_rng(seed)
+    n = [1000, 48000, 2000, 7, 100, 3001][seed % 6]
+    members = rng.random(n) < [0.5, 0.5, 0.1, 0.5, 0.9, 0.5][seed % 6]
+    members[:2] = [True, False]  # both classes present
+    scores = rng.normal(size=n) + members
+    if seed % 2:
+        scores = np.round(scores, 1)  # ties everywhere
+    fast = metrics.low_fpr_tprs(scores, members, fprs=(0.001, 0.01, 0.1, 0.5, 1.0, 1.5))
+    fpr, tpr = metrics.roc(scores, members)
+    for x, value in fast.items():
+        assert value == metrics.tpr_at_fpr(fpr, tpr, float(x[4:])), (n, x)
+    full = metrics.attack_metrics(scores, members)
+    assert all(fast[f"tpr@{x:g}"] == full[f"tpr@{x:g}"] for x in metrics.LOW_FPRS)

@@ -168,7 +168,7 @@ def privacy_utility_plot(table: pd.DataFrame, reference: pd.DataFrame | None = N
     threat = THREAT_LABELS.get(table["threat_model"].iloc[0], "") if "threat_model" in table else ""
     bars = "bars: 95% intervals from resampling models" if low in table else "no intervals (n_boot = 0)"
     note = "; indicative: too few non-members" if indicative else ""
-    ax.set_title(f"Privacy vs. utility ({attack}, {threat}); pooled over models, {bars}{note}", fontsize=9)
+    ax.set_title(f"Privacy vs. utility: {attack}, {threat}; pooled over models, {bars}{note}", fontsize=9)
     handles = [Line2D([], [], ls="", marker="o", color=c, label=DISPLAY_NAMES.get(m, m)) for m, c in colours.items()]
     handles += [Line2D([], [], ls="", marker=markers.get(b, "o"), color="dimgrey", label=f"{b:g}-bit")
                 for b in sorted(quantized["bits"].unique(), reverse=True)]

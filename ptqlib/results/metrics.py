@@ -21,6 +21,31 @@ def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, max_fpr: float) -> float:
     return float(tpr[below[-1]]) if len(below) else 0.0
 
 
+def low_fpr_tprs(scores: np.ndarray, is_member: np.ndarray, fprs: tuple = LOW_FPRS) -> dict:
+    """`tpr_at_fpr` of the full ROC at each FPR, without building the ROC (for bootstrap loops; equal
+    to `attack_metrics`' values bit for bit, ties included).
+
+    The last ROC point with FPR = c / n_out < x keeps at most m nonmembers, m the largest such count;
+    its threshold is the lowest score above the (m+1)-th highest nonmember score t, so its TPR is the
+    share of members scoring strictly above t (0 when none does)."""
+    scores, is_member = np.asarray(scores, dtype=np.float64), np.asarray(is_member, dtype=bool)
+    out_scores, in_scores = scores[~is_member], scores[is_member]
+    n_out, n_in = len(out_scores), len(in_scores)
+    counts = np.arange(n_out + 1) / n_out  # every FPR the ROC can take, computed as roc_curve divides
+    result = {}
+    for x in fprs:
+        m = int(np.flatnonzero(counts < x)[-1]) if (counts < x).any() else -1
+        if m < 0:
+            result[f"tpr@{x:g}"] = 0.0
+        elif m >= n_out:
+            result[f"tpr@{x:g}"] = 1.0
+        else:
+            k = n_out - (m + 1)
+            t = np.partition(out_scores, k)[k]  # the (m+1)-th highest nonmember score
+            result[f"tpr@{x:g}"] = float(np.count_nonzero(in_scores > t) / n_in)
+    return result
+
+
 def balanced_accuracy(fpr: np.ndarray, tpr: np.ndarray) -> float:
     """Best balanced accuracy over thresholds: max 1 - (FPR + FNR) / 2."""
     return float(np.max(1.0 - (fpr + (1.0 - tpr)) / 2.0))

@@ -23,8 +23,8 @@ def reduction(scores: np.ndarray, members: np.ndarray, fp_scores: np.ndarray, fp
     """cut@x = 1 - pooled TPR(recipe)/TPR(FP32) at each FPR x, with its 95% percentile interval from
     resampling models (rows; row i of the recipe and of FP32 come from the same model)."""
     def cut(pick):
-        q = stats.pooled_metrics(scores[pick], members[pick])
-        f = stats.pooled_metrics(fp_scores[pick], fp_members[pick])
+        q = stats.pooled_low_fpr_tprs(scores[pick], members[pick])
+        f = stats.pooled_low_fpr_tprs(fp_scores[pick], fp_members[pick])
         return {x: 1 - q[f"tpr@{x:g}"] / f[f"tpr@{x:g}"] if f[f"tpr@{x:g}"] > 0 else np.nan for x in FPRS}
 
     k = len(scores)

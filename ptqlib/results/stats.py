@@ -83,6 +83,11 @@ def pooled_roc(scores_per_target, members_per_target) -> tuple[np.ndarray, np.nd
     return metrics.roc(*_pool(scores_per_target, members_per_target))
 
 
+def pooled_low_fpr_tprs(scores_per_target, members_per_target) -> dict:
+    """Only the pooled ROC's TPR at each low FPR (`metrics.low_fpr_tprs`): the bootstrap loops' fast path."""
+    return metrics.low_fpr_tprs(*_pool(scores_per_target, members_per_target))
+
+
 def pooled_metrics(scores_per_target, members_per_target) -> dict:
     """`metrics.attack_metrics` of the pooled ROC; n_nonmembers is the pooled count."""
     return metrics.attack_metrics(*_pool(scores_per_target, members_per_target))

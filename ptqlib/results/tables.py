@@ -121,7 +121,7 @@ def _pooled_ci(scores: np.ndarray, members: np.ndarray, n_boot: int, seed: int =
     """Percentile 95% interval of each pooled low-FPR TPR, resampling whole targets."""
     rng = np.random.default_rng(seed)
     k = len(scores)
-    draws = [stats.pooled_metrics(scores[pick], members[pick])
+    draws = [stats.pooled_low_fpr_tprs(scores[pick], members[pick])
              for pick in rng.integers(0, k, size=(n_boot, k))]
     out = {}
     for x in LOW_FPRS:
