@@ -118,8 +118,10 @@ def small_case(kind, seed):
         m, keep = 8, balanced_keep(rng, 8, 40)
     elif kind == "balanced_odd":          # k_in = 3, k_out = 6: odd and even medians
         m, keep = 9, balanced_keep(rng, 9, 40, k_in=3)
+    elif kind == "balanced_many":         # k = 48 / 49 of 97 shadows: a partition moves most of them
+        m, keep = 97, balanced_keep(rng, 97, 40, k_in=48)
     else:                                 # Bernoulli masks: counts differ, truncation matters
-        m = 7 if kind == "unbalanced_small" else 12
+        m = {"unbalanced_small": 7, "unbalanced": 12, "unbalanced_many": 200}[kind]
         keep = rng.random((m, n)) < 0.5
         keep[0], keep[1] = True, False    # at least one IN and one OUT per example
     mu = rng.normal(0, 2, n)
@@ -130,7 +132,8 @@ def small_case(kind, seed):
     return shadow, keep, target
 
 
-@pytest.mark.parametrize("kind", ["balanced", "balanced_odd", "unbalanced_small", "unbalanced"])
+@pytest.mark.parametrize("kind", ["balanced", "balanced_odd", "unbalanced_small", "unbalanced", "balanced_many",
+                                  "unbalanced_many"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_every_variant_matches_slow_reference(kind, seed, monkeypatch):
     monkeypatch.setattr(lira, "_BLOCK", 16)  # several blocks, the last one partial

@@ -96,19 +96,20 @@ def _side_block(scores_nqm: np.ndarray, use: np.ndarray, k: int):
     """Median, mean and sum of squared deviations over the k selected shadows of each (n, q).
 
     scores_nqm: (b, Q, M) view; use: (b, M) with exactly k Trues per row. The unused shadows are
-    set to +inf, so one partition both finds the median and gathers the k used scores into the
-    first k slots (no fancy-index gather, no sort).
+    set to +inf, so one partition finds the median without a gather or a sort. The mean and the sum
+    of squares are masked sums in model order: a partition leaves only its kth slots in place (the
+    other finite scores may sit beyond slot k among the infs), and its order differs between NumPy
+    releases, so nothing but the median is read from it.
     """
-    buf = np.where(use[:, None, :], scores_nqm, np.inf)
+    mask = use[:, None, :]
+    buf = np.where(mask, scores_nqm, np.inf)
     half = k // 2
-    buf.partition(half, axis=-1)
-    if k % 2:
-        med = buf[..., half].copy()
-    else:
-        med = 0.5 * (buf[..., half] + buf[..., :half].max(axis=-1))
-    vals = buf[..., :k]
+    buf.partition(half if k % 2 else [half - 1, half], axis=-1)
+    med = buf[..., half].copy() if k % 2 else 0.5 * (buf[..., half - 1] + buf[..., half])
+    vals = np.where(mask, scores_nqm, 0.0)
     mean = vals.sum(axis=-1) / k
     vals -= mean[..., None]
+    vals *= mask
     np.square(vals, out=vals)
     return med, mean, vals.sum(axis=-1)
 
