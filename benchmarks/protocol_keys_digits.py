@@ -113,13 +113,17 @@ def main() -> int:
     parser.add_argument("--store", default="artifacts")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "protocol_keys_digits.txt"))
     args = parser.parse_args()
-    table, diffs, walls = measure(COMMON, VARIANTS, PAIRS, args.store)
-    text = (f"LiRA {ATTACK}, full-precision shadows, digits default models (8 targets x 674 non-members)\n\n"
-            + table + "\n\nauthors' value - ptqlib's, same targets (paired):\n\n" + diffs
-            + "\n\nwall time per variant:\n" + walls + "\n")
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(args.out, f"LiRA {ATTACK}, full-precision shadows, digits default models (8 targets x 674 non-members)",
+                 *measure(COMMON, VARIANTS, PAIRS, args.store), paired_over="targets")
     return 0
+
+
+def write_report(out: str, header: str, table: str, diffs: str, walls: str, paired_over: str) -> None:
+    """The benchmark's output file (and the same text on the terminal)."""
+    text = (f"{header}\n\n" + table + f"\n\nauthors' value - ptqlib's, same {paired_over} (paired):\n\n" + diffs
+            + "\n\nwall time per variant:\n" + walls + "\n")
+    Path(out).write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

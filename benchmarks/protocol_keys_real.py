@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from protocol_keys_digits import measure
+from protocol_keys_digits import measure, write_report
 
 from ptqlib.study import config, presets
 
@@ -42,13 +42,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "protocol_keys_real.txt"))
     args = parser.parse_args()
     base = {**presets.read_preset(PRESET), **COMMON}
-    table, diffs, walls = measure(base, VARIANTS, PAIRS, args.store, ATTACK, "leave_one_out_fp")
-    text = (f"LiRA {ATTACK}, leave-one-out with full-precision shadows, the real-image study's 16-model pool "
-            f"(CIFAR-10, 10k real images, JPEG; 16 x 3,000 non-members)\n\n"
-            + table + "\n\nauthors' value - ptqlib's, same models (paired):\n\n" + diffs
-            + "\n\nwall time per variant:\n" + walls + "\n")
-    Path(args.out).write_text(text)
-    print(text)
+    write_report(args.out, f"LiRA {ATTACK}, leave-one-out with full-precision shadows, the real-image study's 16-model "
+                 "pool (CIFAR-10, 10k real images, JPEG; 16 x 3,000 non-members)",
+                 *measure(base, VARIANTS, PAIRS, args.store, ATTACK, "leave_one_out_fp"), paired_over="models")
     return 0
 
 
