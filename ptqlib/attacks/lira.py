@@ -104,8 +104,8 @@ def _side_block(scores_nqm: np.ndarray, use: np.ndarray, k: int):
     mask = use[:, None, :]
     buf = np.where(mask, scores_nqm, np.inf)
     half = k // 2
-    buf.partition(half if k % 2 else [half - 1, half], axis=-1)
-    med = buf[..., half].copy() if k % 2 else 0.5 * (buf[..., half - 1] + buf[..., half])
+    buf.partition(half, axis=-1)  # one kth: a list [half - 1, half] is ~4.5x slower
+    med = buf[..., half].copy() if k % 2 else 0.5 * (buf[..., half] + buf[..., :half].max(axis=-1))
     vals = np.where(mask, scores_nqm, 0.0)
     mean = vals.sum(axis=-1) / k
     vals -= mean[..., None]
