@@ -7,7 +7,8 @@ partition left a used score beyond slot k (seen with NumPy 2.4.6 at 97+ shadows)
 otherwise. This loads the old ptqlib/attacks/lira.py from git (404ac37~1) and compares every LiRA
 variant's scores with today's on Gaussian problems of the study's sizes (16, 17, 32, 64 and 256 shadows,
 20,000 examples, 2 queries, with and without leave-one-out): the largest relative difference and
-whether the two orderings of the examples (what every ROC reads) are identical.
+whether the two orderings of the examples (what every ROC reads) are identical; and the time of both
+(fit + five variants, M = 64, N = 50,000, Q = 2, best of 5).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +59,16 @@ def main() -> int:
             nans = sum(int(np.isnan(a[k]).sum()) for k in a)
             lines.append(f"{m:3d} shadows, exclude={exclude}: {len(a)} variants, old NaNs {nans}, "
                          f"largest relative difference {rel:.1e}, identical example order in every variant: {same}")
+    keep = np.argsort(rng.random((64, 50_000)), axis=0) < 32
+    shadow, target = rng.normal(size=(64, 50_000, 2)) + keep[..., None], rng.normal(size=(50_000, 2))
+    five = ["online", "online_fixed", "offline", "offline_fixed", "global"]
+    for name, module in (("old", old), ("new", new)):
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            module.score_attacks(module.fit_shadow_stats(shadow, keep), target, five)
+            times.append(time.perf_counter() - t0)
+        lines.append(f"time, {name}: {min(times):.3f} s (fit + 5 variants, M = 64, N = 50,000, Q = 2, best of 5)")
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)
