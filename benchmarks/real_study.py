@@ -191,6 +191,7 @@ def main() -> None:
     ap.add_argument("--attack", default="online")
     ap.add_argument("--n-boot", type=int, default=200)  # as the report (tables.POOLED_BOOTSTRAP)
     ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--out", default=str(OUT), help="results file the figures are appended to")
     args = ap.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -211,7 +212,7 @@ def main() -> None:
     lines.append(f"(real_study.py wall {time.perf_counter() - t0:.0f} s)")
     text = "\n".join(lines) + "\n\n"
     print(text)
-    with open(OUT, "a") as f:
+    with open(args.out, "a") as f:
         f.write(text)
 
 

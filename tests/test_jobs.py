@@ -148,3 +148,21 @@ def test_obc_models_and_bits_limit_obc_and_loo_skips_target_quantization():
     assert [q.key for q in plain.quantized_targets] == \
         [q.key for q in plan_study(validate({**base, "threat_models": ["fp_shadows"], "obc_bits": [],
                                              "obc_models": 0})).quantized_targets]
+
+
+def test_a_method_version_changes_only_that_methods_job_keys(monkeypatch):
+    """ptq.methods.METHOD_VERSIONS: a method's own code version enters only its quantize jobs' keys,
+    so a change to one solver recomputes that method's stored results and keeps the others'."""
+    from ptqlib.ptq import methods
+    by_method = lambda pl, m: [j.key for j in pl.quantized_targets if j.method == m]  # noqa: E731
+    cfg = validate({})
+    plan = plan_study(cfg)
+    assert all(j.params.get("method_version") == methods.METHOD_VERSIONS["obc"]
+               for j in plan.quantized_targets if j.method == "obc")
+    assert all("method_version" not in j.params for j in plan.quantized_targets if j.method != "obc")
+    before = {m: by_method(plan, m) for m in ("rtn", "adaround", "brecq", "obc")}  # keys are computed lazily
+    monkeypatch.setitem(methods.METHOD_VERSIONS, "adaround", 2)
+    after = plan_study(cfg)
+    for m in ("rtn", "brecq", "obc"):
+        assert by_method(after, m) == before[m], m
+    assert before["adaround"] and not set(by_method(after, "adaround")) & set(before["adaround"])

@@ -40,24 +40,27 @@ def test_step_losses_sum_to_the_final_error():
         assert torch.allclose(res["losses"].sum(1), layer_loss(w, q, h), rtol=1e-9, atol=1e-12)
 
 
-def test_fast_obq_is_the_textbook_algorithm():
-    """The batched, index-swapping OBQ makes the same choices as the plain one-row reference
-    (float64 both; dead inputs and dampening included), with rows split over several batches."""
+@pytest.mark.parametrize("block", [1, 5, 24, 64])
+def test_fast_obq_is_the_textbook_algorithm(block):
+    """The batched OBQ with delayed (blocked) downdates makes the same choices as the plain
+    one-row reference (float64 both; dead inputs and dampening included), with rows split over
+    several batches and blocks that do and do not divide D = 24."""
     gen = torch.Generator().manual_seed(6)
     for levels in (3, 4, 16):
         w, h, grid = random_problem(gen, 7, 24, levels=levels)
         h[5, :] = h[:, 5] = 0.0  # a dead input
-        codes, losses = obq_layer(w, h, grid, damp=0.01, budget=3 * 24 * 24 * 8, dtype=D64)
+        codes, losses = obq_layer(w, h, grid, damp=0.01, budget=3 * 24 * 24 * 8, dtype=D64, block=block)
         ref_codes, ref_losses = obq_reference(w, h, grid, damp=0.01)
         assert torch.equal(codes, ref_codes)
         assert torch.allclose(losses, ref_losses, rtol=1e-9, atol=1e-12)
 
 
-def test_downdated_inverse_is_the_inverse_without_the_eliminated_columns():
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_downdated_inverse_is_the_inverse_without_the_eliminated_columns(block):
     gen = torch.Generator().manual_seed(1)
     w, h, grid = random_problem(gen, 4, 12)
     for k in (1, 5, 11):
-        res = obq_rows(w, inverse(h), grid, max_steps=k)
+        res = obq_rows(w, inverse(h), grid, max_steps=k, block=block)
         for row in range(len(w)):
             act = res["active"][row]
             assert len(act) == 12 - k

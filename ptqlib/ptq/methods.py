@@ -31,6 +31,10 @@ METHOD_OPTIONS = {
     "gptq": GRID_OPTIONS + ("obc_damp", "obc_hessian", "obc_cholesky"),
 }
 ALL_OPTIONS = frozenset(o for names in METHOD_OPTIONS.values() for o in names)
+# A method's own code version: bump it when the method's arithmetic changes its results, so that
+# only that method's stored jobs are recomputed (it enters a quantize job's key when above 1).
+# obc 2: OBQ's downdates applied in blocks (one GEMM per OBQ_BLOCK steps; float rounding differs).
+METHOD_VERSIONS = {"obc": 2}
 
 
 def _check_method(method: str) -> None:

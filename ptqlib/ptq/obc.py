@@ -16,8 +16,10 @@ fix it to its grid point q_j, move the remaining weights by the optimal compensa
 -Hinv[:, j] (w_j - q_j) / Hinv_jj and remove j from the inverse Hessian by the rank-1
 downdate Hinv -= Hinv[:, j] Hinv[j, :] / Hinv_jj. Each step's loss is (w_j - q_j)^2 / (2 Hinv_jj)
 and the steps add up to the row's final error. Rows run in parallel batches, each with its
-own copy of Hinv; eliminated indices are swapped to the end so the work shrinks with the
-active set (about D^3/3 per row instead of D^3).
+own copy of Hinv. The downdates are delayed and applied OBQ_BLOCK at a time as one GEMM (a
+step rebuilds only the row of Hinv it needs from the pending columns), and eliminated
+indices are dropped at each such flush, so the work shrinks with the active set (about
+D^3/3 per row instead of D^3) and runs at GEMM speed rather than at memory speed.
 
 GPTQ: one column order for all rows, so one Hinv serves every row, in the Cholesky form
 (upper factor U of Hinv: row i of U / U_ii is the column of the current inverse), with the
@@ -47,9 +49,9 @@ from .reconstruction import CHUNK, calibration_input, run_chunked
 
 GPTQ_BLOCK = 128  # GPTQ updates lazily in blocks of 128 columns (the GPTQ paper's; the result does not depend on it)
 
-# Bytes for the per-row inverse-Hessian copies processed together. On a CPU the batch should
-# stay within the large last-level cache (every step rewrites it); on a GPU it should fill the device.
-MEMORY_BUDGET = {"cpu": 64 * 2 ** 20, "cuda": 4 * 2 ** 30}
+# Bytes for the per-row inverse-Hessian copies processed together (benchmarks/results/obq_blocked.txt:
+# on a CPU 128 MB, e.g. 24 rows at D = 1152, was as fast as larger batches); on a GPU it should fill the device.
+MEMORY_BUDGET = {"cpu": 128 * 2 ** 20, "cuda": 4 * 2 ** 30}
 # Images per forward in the full-precision Hessian pass: a 32x32 conv's unfolded float64 patches
 # take ~4.7 MB per image at D = 576, so memory stays bounded whatever the calibration size.
 HESSIAN_CHUNK = 64
@@ -57,6 +59,7 @@ HESSIAN_SOURCES = ("sequential", "fp")
 CHOLESKY_MODES = ("strict", "authors")
 AUTHORS_FALLBACK = 1.0  # trueobs.py adds this times I to a Hessian whose Cholesky fails
 OUTLIER = 0.25 * (1 + 1e-6)  # (w - q)^2 > OUTLIER * scale^2: pushed out of the grid
+OBQ_BLOCK = 64  # OBQ applies its rank-1 downdates 64 at a time, one GEMM (same choices in exact arithmetic)
 
 
 # ---------------------------------------------------------------- Hessian
@@ -142,64 +145,85 @@ def tf32_off(enabled: bool = True):
 # ---------------------------------------------------------------- OBQ
 
 def obq_rows(w: torch.Tensor, hinv: torch.Tensor, grid: Grid, max_steps: int | None = None,
-             outlier_first: bool = True) -> dict:
+             outlier_first: bool = True, block: int = OBQ_BLOCK) -> dict:
     """Exact greedy OBQ for a batch of rows (P, D) sharing the inverse Hessian (D, D).
 
     `grid` holds the rows' scale and zero (P, 1). Returns codes (P, D, by original column),
     losses (P, steps, in order of elimination) and, for tests, the state after
     `max_steps` steps: `hinv` (P, m, m) over the active columns `active` (P, m).
+
+    Each row keeps its inverse as it stood at the last flush plus the columns eliminated since
+    (`pending`); a step rebuilds only the one row of the current inverse it needs, and every
+    `block` steps the pending rank-1 downdates are applied as one batched GEMM and the
+    eliminated columns dropped. Same choices as the one-update-per-step form (tests/reference_obq.py),
+    at a GEMM's speed instead of a memory-bound rank-1 update per step.
     """
     p, d = w.shape
-    dt = hinv.dtype
+    dt, dev = hinv.dtype, w.device
     w = w.to(dt).clone()
     s, z, top = grid.scale.to(dt), grid.zero.to(dt), grid.levels - 1
     hb = hinv.unsqueeze(0).repeat(p, 1, 1)  # one copy per row: rows diverge after their first step
-    diag = torch.diagonal(hb, dim1=1, dim2=2).clone()  # kept apart: strided reads are slow
-    perm = torch.arange(d, device=w.device).repeat(p, 1)
-    codes = torch.zeros(p, d, dtype=dt, device=w.device)
+    diag = torch.diagonal(hb, dim1=1, dim2=2).clone()  # the current diagonal, kept up to date every step
+    perm = torch.arange(d, device=dev).repeat(p, 1)  # original column of each active slot
+    codes = torch.zeros(p, d, dtype=dt, device=dev)
     steps = d if max_steps is None else max_steps
-    losses = torch.zeros(p, steps, dtype=dt, device=w.device)
-    ar = torch.arange(p, device=w.device)
+    losses = torch.zeros(p, steps, dtype=dt, device=dev)
+    ar = torch.arange(p, device=dev)
     limit = OUTLIER * s.square()
+    block = max(1, min(block, steps or 1))
+    pending = torch.zeros(p, block, d, dtype=dt, device=dev)  # current-inverse columns eliminated since the flush
+    pivots = torch.ones(p, block, dtype=dt, device=dev)
+    done = torch.zeros(p, d, dtype=torch.bool, device=dev)  # eliminated since the flush
+    k = 0
     for step in range(steps):
-        m = d - step
-        wa = w[:, :m]
-        c = torch.clamp(torch.round(wa / s) + z, 0, top)
-        err = wa - (c - z) * s
+        m = w.shape[1]
+        c = torch.clamp(torch.round(w / s) + z, 0, top)
+        err = w - (c - z) * s
         err2 = err.square()
-        j = (err2 / diag[:, :m]).argmin(1)
+        j = torch.where(done, torch.inf, err2 / diag).argmin(1)
         if outlier_first:
-            out = err2 > limit
+            out = (err2 > limit) & ~done
             if bool(out.any()):
                 j = torch.where(out.any(1), torch.where(out, err2, -1.0).argmax(1), j)
-        h = hb[ar, j, :m]  # row j == column j (symmetric)
+        h = hb[ar, j]  # row j (== column j) of the inverse at the flush, then the pending downdates
+        if k:
+            h = h - torch.bmm((pending[ar, :k, j] / pivots[:, :k]).unsqueeze(1), pending[:, :k, :m]).squeeze(1)
         hjj = h[ar, j]
         e = err[ar, j]
         losses[:, step] = e.square() / hjj / 2
         codes[ar, perm[ar, j]] = c[ar, j]
-        wa.sub_(h * (e / hjj).unsqueeze(1))
-        # move the active column at `last` into j's slot, then shrink: later steps touch only the
-        # active m x m block (about D^3/3 per row instead of D^3; test: tests/reference_obq.py)
-        last = m - 1
-        for t in (w, perm, h, diag):
-            t[ar, j] = t[:, last].clone()
-        hb[ar, j, :m] = hb[:, last, :m].clone()
-        hb[ar, :m, j] = hb[:, :m, last].clone()
-        if last > 0:
-            u = h[:, :last]
-            v = u / hjj.unsqueeze(1)
-            diag[:, :last].sub_(u * v)
-            hb[:, :last, :last].baddbmm_(v.unsqueeze(2), u.unsqueeze(1), alpha=-1.0)
-    m = d - steps
-    return {"codes": codes, "losses": losses, "hinv": hb[:, :m, :m], "active": perm[:, :m], "w": w[:, :m]}
+        w.sub_(h * (e / hjj).unsqueeze(1))
+        diag.sub_(h * h / hjj.unsqueeze(1))
+        pending[:, k, :m] = h
+        pivots[:, k] = hjj
+        done[ar, j] = True
+        k += 1
+        if k == block or step == steps - 1:
+            hb, w, perm, diag = _flush(hb, w, perm, diag, done, pending[:, :k, :m], pivots[:, :k])
+            done = torch.zeros_like(w, dtype=torch.bool)
+            k = 0
+    return {"codes": codes, "losses": losses, "hinv": hb, "active": perm, "w": w}
+
+
+def _flush(hb, w, perm, diag, done, pending, pivots):
+    """Drop the eliminated slots (order kept) and apply their downdates: hb -= sum_i u_i u_i^T / pivot_i."""
+    p, k, m = pending.shape
+    keep = torch.sort(done.to(torch.uint8), dim=1, stable=True).indices[:, :m - k]  # active slots, in order
+    kept = torch.empty(p, m - k, m - k, dtype=hb.dtype, device=hb.device)
+    u = torch.empty(p, k, m - k, dtype=hb.dtype, device=hb.device)
+    for i in range(p):  # per row index_select: ~6x faster than a batched gather on CPU
+        torch.index_select(hb[i].index_select(0, keep[i]), 1, keep[i], out=kept[i])
+        torch.index_select(pending[i], 1, keep[i], out=u[i])
+    kept.baddbmm_((u / pivots.unsqueeze(2)).transpose(1, 2), u, alpha=-1.0)
+    return kept, w.gather(1, keep), perm.gather(1, keep), diag.gather(1, keep)
 
 
 def obq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float,
               budget: int | None = None, dtype=torch.float32, cholesky: str = "strict",
-              info: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              info: dict | None = None, block: int = OBQ_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes (R, D) and per-row losses (R,) of exact OBQ; rows in batches sized to `budget`.
 
-    `cholesky` and `info`: see `inverse`."""
+    `cholesky` and `info`: see `inverse`; `block`: see `obq_rows`."""
     hd, wd = prepare_hessian(h, w2d, damp)
     hinv = inverse(hd, cholesky, info).to(dtype)
     r, d = wd.shape
@@ -213,7 +237,7 @@ def obq_layer(w2d: torch.Tensor, h: torch.Tensor, grid: Grid, damp: float,
     try:
         for i in range(0, r, rows):
             g = Grid(grid.scale[i:i + rows], grid.zero[i:i + rows], grid.levels)
-            res = obq_rows(wd[i:i + rows], hinv, g)
+            res = obq_rows(wd[i:i + rows], hinv, g, block=block)
             codes.append(res["codes"])
             losses.append(res["losses"].sum(1))
     finally:

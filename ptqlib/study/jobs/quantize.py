@@ -17,7 +17,7 @@ from ptqlib.models.zoo import quantizable_layers
 from ptqlib.ptq import layer_bits_plan, quantize_model, recipe_label
 from ptqlib.ptq.activations import attach_activation_quantizers, quantize_activations
 from ptqlib.ptq.bn import retune_batchnorm, retune_indices
-from ptqlib.ptq.methods import keep_pruned_zeros
+from ptqlib.ptq.methods import METHOD_VERSIONS, keep_pruned_zeros
 from ptqlib.runtime.store import Store
 from ptqlib.study.jobs.base import ModelJob, load_data, save_model
 
@@ -64,6 +64,8 @@ class QuantizeJob(ModelJob):
             del p["act_bits"], p["act_range"]
         if p["bn_retune"] is not None and p["bn_retune"]["sampling"] == "with_replacement":
             del p["bn_retune"]["sampling"]
+        if METHOD_VERSIONS.get(self.method, 1) > 1:  # the method's own code version (ptq.methods)
+            p["method_version"] = METHOD_VERSIONS[self.method]
         return p
 
     @property
