@@ -49,8 +49,9 @@ from .reconstruction import CHUNK, calibration_input, run_chunked
 
 GPTQ_BLOCK = 128  # GPTQ updates lazily in blocks of 128 columns (the GPTQ paper's; the result does not depend on it)
 
-# Bytes for the per-row inverse-Hessian copies processed together (benchmarks/results/obq_blocked.txt:
-# on a CPU 128 MB, e.g. 24 rows at D = 1152, was as fast as larger batches); on a GPU it should fill the device.
+# Bytes for the per-row inverse-Hessian copies processed together. With blocked downdates the batch need
+# not fit a cache: on the 2-core CPU batches of 32-128 rows ran within ~30% of each other at D = 576 and
+# 1152, 8 rows ~2x slower at D = 576; 128 MB is 24 rows at D = 1152. On a GPU it should fill the device.
 MEMORY_BUDGET = {"cpu": 128 * 2 ** 20, "cuda": 4 * 2 ** 30}
 # Images per forward in the full-precision Hessian pass: a 32x32 conv's unfolded float64 patches
 # take ~4.7 MB per image at D = 576, so memory stays bounded whatever the calibration size.
