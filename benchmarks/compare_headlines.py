@@ -40,15 +40,16 @@ def main() -> int:
     parser.add_argument("committed", type=Path)
     parser.add_argument("rerun", type=Path)
     parser.add_argument("--note", default="")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="results file the comparison is appended to")
     args = parser.parse_args()
     for path in (args.committed, args.rerun):
         if not path.is_file():
             print(f"error: {path}: no such file (a study's headline.csv, e.g. reports/default/headline.csv)")
             return 2
     text = (args.note + "\n\n" if args.note else "") + compare(pd.read_csv(args.committed), pd.read_csv(args.rerun)) + "\n"
-    if args.out:
-        args.out.write_text(text)
+    if args.out:  # appended, as every benchmark's results file: earlier measurements stay
+        with open(args.out, "a") as f:
+            f.write(text)
     print(text)
     return 0
 
