@@ -33,7 +33,7 @@ from ptqlib.attacks import threat  # noqa: E402
 from ptqlib.attacks.lira import logit_scores  # noqa: E402
 from ptqlib.data.views import query_views  # noqa: E402
 from ptqlib.models.training import accuracy, fit_warning, pool_outliers, predict_logits  # noqa: E402
-from ptqlib.results import metrics, resolved, tables  # noqa: E402
+from ptqlib.results import resolved, stats, tables  # noqa: E402
 from ptqlib.runtime.store import Store  # noqa: E402
 from ptqlib.study.jobs.attack import shadow_pool  # noqa: E402
 from ptqlib.study.jobs.base import load_data  # noqa: E402
@@ -140,47 +140,64 @@ def fit_lines(store: Store, cfg, attack_df: pd.DataFrame, arrays: dict, attack: 
     return lines
 
 
-def ablation(store: Store, cfg, attack: str) -> list[str]:
+def ablation(store: Store, cfg, attack: str, labels_wanted: tuple[str, ...] = (), n_boot: int = 200) -> list[str]:
     """OBC's BN re-tuning on the pool (the study's), on the members only, and none, on the OBC models.
 
     The stored OBC model was re-tuned on the pool; re-tuning resets every BN's statistics, so the
     members variant is the stored model re-tuned again from the members (same batches' generator),
     and the none variant carries the full-precision model's BN statistics (quantization changes only
     weights). Each is queried with the study's views and attacked with the FP pool minus its source.
-    The pool variant is re-tuned again too and must equal the stored model (checked).
+    The pool variant is re-tuned again too and must equal the stored model (checked). One row per
+    recipe and variant, pooled over the OBC models (95% interval resampling models) when there are
+    several; `labels_wanted` limits the recipes (e.g. "obc 1.58b").
     """
     p = plan_study(cfg)
     data = load_data(p.shadows[0].data, store)
     labels = data.y_train.numpy()
     fp_queries = [q for q in p.queries if q.model in p.shadows]
     fp_pool = shadow_pool(store, fp_queries, labels, None)
-    obc = [q for q in p.quantized_shadows if q.method in ("obc", "gptq") and q.bn_retune is not None]
-    lines = [f"OBC BN re-tuning ablation ({attack}, FP shadows = the other {len(fp_queries) - 1} FP pool models; "
-             f"one row per OBC model; TPR from its {int((~fp_pool.keep[0]).sum())} non-members):",
-             f"   {'recipe':<16} {'model':>5} {'BN re-tuning':<14} {'test %':>7} {'TPR@0.1%':>8} {'TPR@1%':>7} {'AUC':>6}"]
+    obc = [q for q in p.quantized_shadows if q.method in ("obc", "gptq") and q.bn_retune is not None
+           and (not labels_wanted or q.label in labels_wanted)]
     views = dict(mode=cfg.queries, shift=cfg.query_shift if cfg.queries in ("shift", "mirror_shift") else 0)
+    variants = ("pool (authors)", "members", "none")
+    runs = {}  # (label, variant) -> lists of scores, members, accuracies
+    reproduced = 0
     for q in obc:
         stored = q.load(store)
         fp_model = q.source.load(store)
         members = q.keep(store)
         retuned = copy.deepcopy(stored)
         q.retune(retuned, data, members)
-        same = all(torch.equal(a, b) for a, b in zip(stored.state_dict().values(), retuned.state_dict().values()))
+        reproduced += all(torch.equal(a, b) for a, b in zip(stored.state_dict().values(), retuned.state_dict().values()))
         members_model = copy.deepcopy(stored)
         dataclasses.replace(q, bn_retune=dataclasses.replace(q.bn_retune, source="members")).retune(
             members_model, data, members)
         none_model = copy.deepcopy(stored)
         bn_state = {k: v for k, v in fp_model.state_dict().items() if "running" in k or "num_batches" in k}
         none_model.load_state_dict({**none_model.state_dict(), **bn_state})
-        for name, model in (("pool (authors)", stored), ("members", members_model), ("none", none_model)):
+        for name, model in zip(variants, (stored, members_model, none_model)):
             logits = torch.stack([predict_logits(model, v) for v in
                                   query_views(data.x_train, data.normalize, **views)], dim=1)
             scores = logit_scores(logits.numpy().astype(np.float32), labels)
             score = threat.attack_target(fp_pool, scores, [attack], exclude=q.train_job.index)[attack]
-            m = metrics.attack_metrics(score, members)
-            lines.append(f"   {q.label:<16} {q.train_job.index:>5} {name:<14} {pct(accuracy(model, data)):>7} "
-                         f"{pct(m['tpr@0.001']):>8} {pct(m['tpr@0.01']):>7} {m['auc']:6.4f}")
-        lines.append(f"      (re-tuning the stored model on the pool again reproduces it exactly: {same})")
+            run = runs.setdefault((q.label, name), {"scores": [], "members": [], "acc": []})
+            run["scores"].append(score)
+            run["members"].append(members)
+            run["acc"].append(accuracy(model, data))
+        print(f"   ablation: {q.label}, model {q.train_job.index} done", flush=True)
+    models = sorted({q.train_job.index for q in obc})
+    lines = [f"OBC BN re-tuning ablation ({attack}, FP shadows = the other {len(fp_queries) - 1} FP pool models; "
+             f"pooled over OBC models {models}, 95% intervals resampling models):",
+             f"   {'recipe':<20} {'BN re-tuning':<14} {'test % (mean)':>13} {'TPR@0.1% [95% CI]':>22} "
+             f"{'TPR@1% [95% CI]':>22}"]
+    for (label, name), run in runs.items():
+        sc, mem = np.stack(run["scores"]), np.stack(run["members"])
+        tpr = stats.pooled_low_fpr_tprs(sc, mem)
+        ci = tables._pooled_ci(sc, mem, n_boot) if len(sc) > 1 else {}
+        cells = [f"{pct(tpr[f'tpr@{x:g}'])} [{pct(ci.get(f'tpr@{x:g}_ci_low', np.nan))}, "
+                 f"{pct(ci.get(f'tpr@{x:g}_ci_high', np.nan))}]" for x in (0.001, 0.01)]
+        lines.append(f"   {label:<20} {name:<14} {pct(np.mean(run['acc'])):>13} {cells[0]:>22} {cells[1]:>22}")
+    lines.append(f"   (re-tuning a stored model on the pool again reproduces it exactly: {reproduced} of {len(obc)})")
     return lines
 
 
@@ -191,6 +208,7 @@ def main() -> None:
     ap.add_argument("--attack", default="online")
     ap.add_argument("--n-boot", type=int, default=200)  # as the report (tables.POOLED_BOOTSTRAP)
     ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--ablation-labels", default="", help="comma-separated OBC recipes for the ablation (default: all)")
     ap.add_argument("--out", default=str(OUT), help="results file the figures are appended to")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -208,7 +226,8 @@ def main() -> None:
         if (df["threat_model"] == tm).any():
             lines += ["", f"{title}:", *recipe_rows(df, arrays, args.attack, tm, args.n_boot)]
     if args.ablation:
-        lines += ["", *ablation(store, cfg, args.attack)]
+        wanted = tuple(x.strip() for x in args.ablation_labels.split(",") if x.strip())
+        lines += ["", *ablation(store, cfg, args.attack, wanted, args.n_boot)]
     lines.append(f"(real_study.py wall {time.perf_counter() - t0:.0f} s)")
     text = "\n".join(lines) + "\n\n"
     print(text)
