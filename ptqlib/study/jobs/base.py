@@ -2,7 +2,9 @@
 
 Every job kind is a frozen dataclass deriving from `StudyJob`, in its own module, with beside it:
 - `kind` and `VERSION`: the job's name in the store and its code version (bump `VERSION` when a
-  change alters the kind's results, so old artifacts are never reused);
+  change alters the kind's results, so old artifacts are never reused; a change to one quantization
+  method's arithmetic bumps that method's entry of `ptq.methods.METHOD_VERSIONS` instead, which
+  enters only its own quantize jobs' keys);
 - its fields: what determines the result (input jobs are fields too; `NOT_IN_KEY` lists fields that
   only say where or how fast it runs);
 - `compute(store, out)`: reads only the record and its inputs' stored results, writes into `out`,
