@@ -13,30 +13,20 @@ whether the two orderings of the examples (what every ROC reads) are identical; 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ptqlib.attacks import lira as new
+from git_module import module_at
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def old_module():
-    source = subprocess.run(["git", "show", "404ac37~1:ptqlib/attacks/lira.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "lira_old.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("lira_old", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["lira_old"] = module
-    spec.loader.exec_module(module)
-    return module
+    return module_at("404ac37~1", "ptqlib/attacks/lira.py", "lira_old")
 
 
 def main() -> int:

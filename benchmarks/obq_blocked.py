@@ -15,9 +15,6 @@ study's sizes (D = 288, 576, 1152). Nothing is written to the store but the sour
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,23 +26,13 @@ from ptqlib.ptq.grid import CLIP_NORM, fit_grid
 from ptqlib.runtime.store import Store
 from ptqlib.study.plan import plan_study
 from ptqlib.study.presets import load_preset
+from git_module import module_at
 
-ROOT = Path(__file__).resolve().parent.parent
 OLD_COMMIT = "76186c2"
 
 
 def old_module():
-    source = subprocess.run(["git", "show", f"{OLD_COMMIT}:ptqlib/ptq/obc.py"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout
-    source = source.replace("from .grid import", "from ptqlib.ptq.grid import").replace(
-        "from .reconstruction import", "from ptqlib.ptq.reconstruction import")
-    path = Path(tempfile.mkdtemp()) / "obc_rank1.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("obc_rank1", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["obc_rank1"] = module
-    spec.loader.exec_module(module)
-    return module
+    return module_at(OLD_COMMIT, "ptqlib/ptq/obc.py", "obc_rank1")
 
 
 def run_job(job, store: Store, layer_fn) -> dict:
@@ -64,8 +51,7 @@ def run_job(job, store: Store, layer_fn) -> dict:
             "loss": sum(st["loss"] for st in meta["method_stats"].values())}
 
 
-def layer_timing(lines: list[str]) -> None:
-    old = old_module()
+def layer_timing(old, lines: list[str]) -> None:
     gen = torch.Generator().manual_seed(0)
     lines.append("layer timing on random problems (1 thread, 3 levels, float32, correlated inputs):")
     for d, rows in ((288, 64), (576, 64), (1152, 128)):
@@ -83,11 +69,10 @@ def layer_timing(lines: list[str]) -> None:
                      f"({times['rank-1'] / times['blocked']:.1f}x), codes identical {100 * same:.2f}%")
 
 
-def float64_agreement(job, store: Store, lines: list[str]) -> None:
+def float64_agreement(old, job, store: Store, lines: list[str]) -> None:
     """Both float32 forms against OBQ in float64 on one job's own layer Hessians (FP model, its calibration set)."""
     from ptqlib.models.zoo import quantizable_layers
     from ptqlib.study.jobs.base import load_data
-    old = old_module()
     model = job.source.load(store)
     calib = job.calibration_set(load_data(job.train_job.data, store), job.keep(store))
     layers = dict(quantizable_layers(model))
@@ -149,8 +134,8 @@ def main() -> None:
                      f"(largest difference {max(abs(x) for x in acc_diffs):.2f} pt, mean {sum(acc_diffs) / len(jobs):+.2f} pt)")
     if not args.skip_layers:
         if jobs:
-            float64_agreement(jobs[0], store, lines)
-        layer_timing(lines)
+            float64_agreement(old, jobs[0], store, lines)
+        layer_timing(old, lines)
     text = "\n".join(lines) + "\n"
     print(text)
     with open(args.out, "a") as f:
