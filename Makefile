@@ -12,10 +12,31 @@ PRESET ?= params/default.yaml
 
 setup: $(VENV)/.installed
 
+# The installer. uv (from PyPI, into the venv) unpacks torch's ~6 GB of wheels in parallel: the
+# environment takes ~30 s where pip took ~2.5 min (benchmarks/results/make_study.txt). It is given
+# the package indexes pip is configured with, and picks the best version across them as pip does.
+# `make INSTALLER=pip study` installs with pip alone.
+INSTALLER ?= uv
+PIP_INDEX     := $(shell $(PYTHON) -m pip config get global.index-url 2>/dev/null)
+PIP_EXTRA     := $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
+UV_INDEXES    := $(if $(PIP_INDEX),--index-url $(PIP_INDEX)) $(foreach u,$(PIP_EXTRA),--extra-index-url $(u))
+UV            := $(VENV)/bin/uv pip install --quiet --python $(PY) --index-strategy unsafe-best-match $(UV_INDEXES)
+
+# Neither installer byte-compiles here: Python writes each module's bytecode the first time it is
+# imported (about 10 s once, for what the study uses), where compiling all 6 GB at install took
+# ~50 s. So the recipes below write bytecode even where PYTHONDONTWRITEBYTECODE is set; without
+# it every process would recompile torch as it starts.
+unexport PYTHONDONTWRITEBYTECODE
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e '.[notebook,dev]'
+ifeq ($(INSTALLER),uv)
+	$(PY) -m pip install --quiet uv
+	$(UV) $(TORCH_SPEC) -e '.[notebook,dev]'
+else
+	$(PY) -m pip install --quiet --no-compile $(TORCH_SPEC)
+	$(PY) -m pip install --quiet --no-compile -e '.[notebook,dev]'
+endif
 	touch $@
 
 study: setup

@@ -25,10 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-from torchvision.datasets import utils as tv_utils  # looked up at call time (tests stub check_integrity)
 
 from ptqlib.errors import ConfigError
 from ptqlib.runtime.store import Job, Store
@@ -46,13 +43,24 @@ VERIFY_ENV = "PTQLIB_VERIFY_CHECKSUMS"  # "0" skips CIFAR's MD5 check: for tests
 
 # ---------------------------------------------------------------- where the data lies
 
+def _tv():
+    """torchvision, imported on first use: about 2.5 s (most of it torch._dynamo, through torchvision.ops)
+    that the digits study and the job planner need not pay. Its functions are looked up at call time
+    (the tests stub `torchvision.datasets.utils.check_integrity`)."""
+    import torchvision.datasets.folder
+    import torchvision.datasets.utils
+
+    return torchvision
+
+
 def _dataset_dir(root: Path, folder: str) -> Path:
     """`root/folder`, or `root` itself when it already is that folder."""
     return root if root.name == folder and not (root / folder).exists() else root / folder
 
 
 def _cifar_class(dataset: str):
-    return torchvision.datasets.CIFAR10 if dataset == "cifar10" else torchvision.datasets.CIFAR100
+    datasets = _tv().datasets
+    return datasets.CIFAR10 if dataset == "cifar10" else datasets.CIFAR100
 
 
 def _check_cifar(dataset: str, root: Path, verify: bool) -> Path:
@@ -70,11 +78,11 @@ def _check_cifar(dataset: str, root: Path, verify: bool) -> Path:
     if not verify:
         return where
     for name, md5 in data_files:
-        if not tv_utils.check_integrity(str(where / name), md5):
+        if not _tv().datasets.utils.check_integrity(str(where / name), md5):
             raise ConfigError(f"data_root: {where / name} is not a readable CIFAR pickle: it fails "
                               f"torchvision's MD5 check (a partial, damaged or different file); {how}")
     meta = where / cls.meta["filename"]
-    if not meta.is_file() or not tv_utils.check_integrity(str(meta), cls.meta["md5"]):
+    if not meta.is_file() or not _tv().datasets.utils.check_integrity(str(meta), cls.meta["md5"]):
         raise ConfigError(f"data_root: {meta} is missing or fails torchvision's MD5 check; {expected}; {how}")
     return where
 
@@ -215,8 +223,9 @@ def _decode(paths: list[Path], mode: str, size: int, expect: tuple | None) -> to
 
 def _class_files(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
     """torchvision's ImageFolder discovery: sorted class folders, their image files (any depth)."""
-    classes, index = find_classes(str(folder))
-    return classes, make_dataset(str(folder), index, extensions=IMG_EXTENSIONS, allow_empty=True)
+    tv_folder = _tv().datasets.folder
+    classes, index = tv_folder.find_classes(str(folder))
+    return classes, tv_folder.make_dataset(str(folder), index, extensions=tv_folder.IMG_EXTENSIONS, allow_empty=True)
 
 
 def _list_tinyimagenet(where: Path) -> tuple[list[str], dict]:
@@ -247,11 +256,13 @@ def _list_imagefolder(root: Path) -> tuple[list[str], dict]:
     if extra:
         raise ConfigError(f"data_root: {root / 'test'} has class folders {extra[:5]} that {root / 'train'} lacks; "
                           f"every test class needs training images")
-    files = {"train": train, "test": make_dataset(str(root / "test"), index, extensions=IMG_EXTENSIONS, allow_empty=True)}
+    tv_folder = _tv().datasets.folder
+    test = tv_folder.make_dataset(str(root / "test"), index, extensions=tv_folder.IMG_EXTENSIONS, allow_empty=True)
+    files = {"train": train, "test": test}
     for split in ("train", "test"):
         if not files[split]:
             raise ConfigError(f"data_root: {root / split} has class folders but no image files in them "
-                              f"(extensions {', '.join(IMG_EXTENSIONS)})")
+                              f"(extensions {', '.join(tv_folder.IMG_EXTENSIONS)})")
     return classes, files
 
 

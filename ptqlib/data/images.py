@@ -12,10 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
-
-from ptqlib.data import disk as datasets_disk
 
 
 @dataclass
@@ -88,6 +84,8 @@ def load_digits_data(test_fraction: float = 0.25, split_seed: int = 0) -> ImageD
     The split uses a fixed seed independent of the study's seed, so every preset on digits
     shares one membership pool and one test set.
     """
+    from sklearn.datasets import load_digits  # scikit-learn (~1.2 s to import) only where digits are read
+    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images = np.clip(np.rint(digits.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]
@@ -118,6 +116,8 @@ def load_dataset(dataset: str = "digits", *, root="data", store="artifacts", tes
         if normalization != "pool":
             normalization_stats(dataset, torch.zeros(0, 1, 1, 1, dtype=torch.uint8), normalization)  # names the key
         return load_digits_data(test_fraction)
+    from ptqlib.data import disk as datasets_disk  # torchvision (~2.5 s to import) only for files on disk
+
     raw = datasets_disk.read_images(dataset, root, store=store, image_size=image_size, verify=verify,
                                     download=download)
     interleave = dataset not in datasets_disk.CIFAR

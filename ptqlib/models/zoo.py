@@ -9,6 +9,8 @@
   uniform within 1/sqrt(fan_in): the authors' replacement conv keeps it).
 - airbench_small: an airbench-style conv-pool net sized for a laptop CPU (see AirbenchSmall).
 
+The torchvision-based nets live in `cifar_nets`, imported only when one is built.
+
 `reconstruction_units()` cuts a model's forward pass into a chain of `Unit`s: feeding the input
 through every unit's module in turn gives the model's output, and every Conv2d and Linear
 belongs to exactly one unit. Block units of the CIFAR architectures end at the block's
@@ -19,30 +21,13 @@ classifier last.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
-from torchvision.models import densenet as tv_densenet
-from torchvision.models import resnet as tv_resnet
+
+from ptqlib.models.units import Unit, check_stem_init, unit_of
 
 ZOO_ARCHS = ("digits_cnn", "resnet18", "resnet50", "densenet121", "airbench_small")
-STEM_INITS = ("kaiming_normal", "pytorch_default")
 REPLACED_STEMS = ("resnet18", "resnet50", "densenet121")  # the archs whose stem `stem_init` sets
-
-
-@dataclass
-class Unit:
-    name: str  # e.g. "stem", "layer1.0", "classifier"
-    module: nn.Module  # maps the previous unit's output to this unit's output (shares parameters)
-    layers: list[str]  # model-level names of the quantizable layers inside it
-
-
-def unit_of(model: nn.Module, name: str, module: nn.Module) -> Unit:
-    """A Unit whose layer names are resolved against the model (parameters are shared)."""
-    ids = {id(m): n for n, m in model.named_modules()}
-    layers = [ids[id(m)] for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    return Unit(name, module, layers)
 
 
 class DigitsCNN(nn.Module):
@@ -72,85 +57,6 @@ class DigitsCNN(nn.Module):
                 unit_of(self, "conv2", nn.Sequential(f[3], f[4], f[5], f[6])),
                 unit_of(self, "conv3", nn.Sequential(f[7], f[8], f[9], f[10], nn.Flatten(1))),
                 unit_of(self, "classifier", self.classifier)]
-
-
-def _stem_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
-
-
-def _check_stem_init(stem_init: str) -> str:
-    if stem_init not in STEM_INITS:
-        raise ValueError(f"stem_init: {stem_init!r} is not one of {list(STEM_INITS)}")
-    return stem_init
-
-
-class CifarResNet(tv_resnet.ResNet):
-    """torchvision's ResNet with a 3x3 stride-1 stem and no max-pool."""
-
-    def __init__(self, block, layers: list[int], num_classes: int, in_channels: int = 3,
-                 stem_init: str = "kaiming_normal"):
-        super().__init__(block, layers, num_classes=num_classes)
-        self.conv1 = _stem_conv(in_channels, 64)  # replaces the 7x7 stride-2 conv in place
-        self.maxpool = nn.Identity()
-        if _check_stem_init(stem_init) == "kaiming_normal":
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-
-    def reconstruction_units(self) -> list[Unit]:
-        units = [unit_of(self, "stem", nn.Sequential(self.conv1, self.bn1, self.relu))]
-        for stage in ("layer1", "layer2", "layer3", "layer4"):
-            for i, block in enumerate(getattr(self, stage)):
-                units.append(unit_of(self, f"{stage}.{i}", block))
-        # the last block's unit ends at its feature map; pooling belongs to the classifier
-        units.append(unit_of(self, "classifier", nn.Sequential(self.avgpool, nn.Flatten(1), self.fc)))
-        return units
-
-
-class _DenseStep(nn.Module):
-    """One dense layer as a chain link: concatenated features x -> cat([x, layer(x)])."""
-
-    def __init__(self, layer: nn.Module):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, self.layer(x)], dim=1)
-
-
-class _ClassifierHead(nn.Module):
-    """DenseNet's head as torchvision runs it: norm5 -> relu -> global pool -> flatten -> fc."""
-
-    def __init__(self, norm: nn.Module, fc: nn.Linear):
-        super().__init__()
-        self.norm, self.fc = norm, fc
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.norm(x))
-        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
-
-
-class CifarDenseNet(tv_densenet.DenseNet):
-    """torchvision's DenseNet with a 3x3 stride-1 stem and no max-pool."""
-
-    def __init__(self, growth_rate: int, block_config: tuple, num_init_features: int,
-                 num_classes: int, in_channels: int = 3, stem_init: str = "kaiming_normal"):
-        super().__init__(growth_rate=growth_rate, block_config=block_config,
-                         num_init_features=num_init_features, num_classes=num_classes)
-        self.features.conv0 = _stem_conv(in_channels, num_init_features)
-        del self.features.pool0
-        if _check_stem_init(stem_init) == "kaiming_normal":
-            nn.init.kaiming_normal_(self.features.conv0.weight)
-
-    def reconstruction_units(self) -> list[Unit]:
-        f = self.features
-        units = [unit_of(self, "stem", nn.Sequential(f.conv0, f.norm0, f.relu0))]
-        for name, child in f.named_children():
-            if name.startswith("denseblock"):
-                for layer_name, layer in child.named_children():
-                    units.append(unit_of(self, f"{name}.{layer_name}", _DenseStep(layer)))
-            elif name.startswith("transition"):
-                units.append(unit_of(self, name, child))
-        units.append(unit_of(self, "classifier", _ClassifierHead(f.norm5, self.classifier)))
-        return units
 
 
 AIRBENCH_WIDTHS = (32, 32, 64, 128)  # airbench_small at width 1: 0.29M weights
@@ -203,7 +109,7 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: i
 
     `stem_init` applies to the archs with a replaced stem (`REPLACED_STEMS`); the others keep their own.
     `width` scales airbench_small's channels (the model-scale study); the other archs take only 1."""
-    if _check_stem_init(stem_init) != "kaiming_normal" and arch not in REPLACED_STEMS:
+    if check_stem_init(stem_init) != "kaiming_normal" and arch not in REPLACED_STEMS:
         raise ValueError(f"stem_init: {stem_init!r} applies only to {list(REPLACED_STEMS)}, not arch {arch!r}")
     if width != 1 and arch != "airbench_small":
         raise ValueError(f"width: {width!r} applies only to airbench_small, not arch {arch!r}; use 1")
@@ -211,12 +117,9 @@ def build_model(arch: str, num_classes: int, in_channels: int = 3, image_size: i
         return DigitsCNN(num_classes, in_channels)
     if image_size < 8:
         raise ValueError(f"arch {arch!r}: images of {image_size} pixels are too small; need at least 8")
-    if arch == "resnet18":
-        return CifarResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes, in_channels, stem_init)
-    if arch == "resnet50":
-        return CifarResNet(tv_resnet.Bottleneck, [3, 4, 6, 3], num_classes, in_channels, stem_init)
-    if arch == "densenet121":
-        return CifarDenseNet(32, (6, 12, 24, 16), 64, num_classes, in_channels, stem_init)
+    if arch in REPLACED_STEMS:
+        from ptqlib.models.cifar_nets import build_cifar_net  # torchvision only for these nets
+        return build_cifar_net(arch, num_classes, in_channels, stem_init)
     if arch == "airbench_small":
         return AirbenchSmall(num_classes, in_channels, scaled_widths(width))
     raise ValueError(f"arch {arch!r} is not in the zoo; use one of {list(ZOO_ARCHS)}")

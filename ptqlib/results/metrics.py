@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import auc as _auc
-from sklearn.metrics import roc_curve
 
 LOW_FPRS = (0.001, 0.01)
 MIN_FALSE_POSITIVES = 10  # below n_nonmembers * FPR = 10 a TPR@FPR figure rests on too few points
@@ -11,6 +9,8 @@ MIN_FALSE_POSITIVES = 10  # below n_nonmembers * FPR = 10 a TPR@FPR figure rests
 
 def roc(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Full ROC (no points dropped), scores higher = member."""
+    from sklearn.metrics import roc_curve  # scikit-learn (~1.4 s to import) only where a ROC is drawn up
+
     fpr, tpr, _ = roc_curve(np.asarray(is_member, dtype=bool), np.asarray(scores), drop_intermediate=False)
     return fpr, tpr
 
@@ -55,7 +55,9 @@ def attack_metrics(scores: np.ndarray, is_member: np.ndarray) -> dict:
     is_member = np.asarray(is_member, dtype=bool)
     fpr, tpr = roc(scores, is_member)
     n_out = int((~is_member).sum())
-    out = {"auc": float(_auc(fpr, tpr)), "balanced_acc": balanced_accuracy(fpr, tpr),
+    from sklearn.metrics import auc
+
+    out = {"auc": float(auc(fpr, tpr)), "balanced_acc": balanced_accuracy(fpr, tpr),
            "n_members": int(is_member.sum()), "n_nonmembers": n_out}
     for x in LOW_FPRS:
         out[f"tpr@{x:g}"] = tpr_at_fpr(fpr, tpr, x)
